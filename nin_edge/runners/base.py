@@ -26,7 +26,8 @@ class Runner(ABC):
     precisions: ClassVar[tuple[str, ...]]
     devices: ClassVar[tuple[str, ...]] = ("cpu",)
 
-    def __init__(self, bundle: Bundle, precision: str = "fp32", device: str = "cpu", threads: int | None = None):
+    def __init__(self, bundle: Bundle, precision: str = "fp32", device: str = "cpu", threads: int | None = None,
+                 artifact: str | None = None):
         if precision not in self.precisions:
             raise NinEdgeError(f"runner '{self.name}' has no precision '{precision}' (choose: {', '.join(self.precisions)})")
         if device not in self.devices:
@@ -34,6 +35,8 @@ class Runner(ABC):
         if threads is not None and threads < 1:
             raise NinEdgeError(f"--threads {threads}: must be at least 1")
         self.bundle, self.precision, self.device, self.threads = bundle, precision, device, threads
+        # artifact: a path relative to the bundle overriding the default (e.g. model.int8.trt.onnx in ORT)
+        self.artifact_override = artifact
         self.size = bundle.input_size
         self.num_classes = len(bundle.classes)
         self.batch: int | None = None
@@ -124,8 +127,8 @@ def get_runner_class(name: str) -> type[Runner]:
 
 
 def create_runner(name: str, bundle: Bundle, precision: str = "fp32", device: str = "cpu",
-                  threads: int | None = None) -> Runner:
-    return get_runner_class(name)(bundle, precision=precision, device=device, threads=threads)
+                  threads: int | None = None, artifact: str | None = None) -> Runner:
+    return get_runner_class(name)(bundle, precision=precision, device=device, threads=threads, artifact=artifact)
 
 
 def available_runners() -> dict[str, str | None]:

@@ -127,7 +127,8 @@ class BundleWriter:
         return self
 
     def path(self, rel: str) -> Path:
-        assert self.tmp is not None
+        if self.tmp is None:
+            raise RuntimeError("BundleWriter.path() used outside its `with` block")
         p = self.tmp / rel
         p.parent.mkdir(parents=True, exist_ok=True)
         return p
@@ -141,7 +142,8 @@ class BundleWriter:
         return entry
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        assert self.tmp is not None
+        if self.tmp is None:
+            return
         if exc_type is not None:
             shutil.rmtree(self.tmp, ignore_errors=True)
             return

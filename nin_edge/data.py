@@ -1,12 +1,15 @@
 """Data sources → (uint8 NHWC RGB images, int64 labels, class names).
 
 Sources (`load_dataset(source, split)`):
-  * ``bundled:eval`` / ``bundled:calib`` — the 1,000-image subsets shipped in the package (see subsets.py);
+  * ``bundled:eval`` / ``bundled:val`` / ``bundled:calib`` — the 1,000-image subsets shipped in the package
+    (see subsets.py);
   * the official CIFAR-10 python tarball ``cifar-10-python.tar.gz`` or its extracted ``cifar-10-batches-py/``;
   * an image-folder tree ``ROOT/<split>/<class>/*.(jpg|jpeg|png|bmp)`` or a .tar/.tar.gz of one (any single
-    top-level folder inside the archive is allowed, e.g. ``cifar10/train/cat/0001.jpg``).
+    top-level folder is allowed, e.g. ``cifar10/train/cat/0001.jpg``). Dot-files and ``__MACOSX/`` are skipped.
 Archives are read in memory, member by member; nothing is ever extracted, so no path can escape.
-Decoded arrays are cached (keyed by the archive's sha256) so 60,000 JPEGs are decoded once.
+Decoded arrays are cached (keyed by the archive's sha256 and CACHE_VERSION) so 60,000 JPEGs are decoded once;
+a cache file that fails its zip CRC or a consistency check is rebuilt, never trusted.
+Grayscale images are replicated to RGB and RGBA drops alpha (see preprocess.to_rgb_uint8).
 """
 from __future__ import annotations
 
@@ -66,7 +69,17 @@ def decode_image(data: bytes, name: str) -> np.ndarray:
     """Encoded bytes → HxWx3 RGB uint8 (grayscale replicated, alpha dropped). Names the file if undecodable."""
     import cv2
 
-    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
+    arr = None
+    if data:
+        # OpenCV logs its own "buffer is incomplete" warnings to stderr; the one named error below replaces them.
+        level = cv2.utils.logging.getLogLevel()
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+        try:
+            arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        except cv2.error:
+            arr = None
+        finally:
+            cv2.utils.logging.setLogLevel(level)
     if arr is None:
         raise NinEdgeError(f"{name}: cannot decode image (corrupt or not an image)")
     if arr.dtype != np.uint8:  # 16-bit PNG
@@ -162,17 +175,25 @@ def _from_entries(entries: list[tuple[str, str, str, bytes]], split: str, source
     return Dataset(_stack(images, source), np.asarray(labels, np.int64), tuple(classes), source, tuple(ids))
 
 
+def _hidden(name: str) -> bool:
+    """Dot-files and macOS archive litter (``._x.jpg`` AppleDouble files, ``__MACOSX/``) are not data."""
+    return name.startswith(".") or name == "__MACOSX"
+
+
 def _scan_folder(root: Path, split: str) -> Dataset:
     split_dir = root / split
     if not split_dir.is_dir():
-        found = sorted(p.name for p in root.iterdir() if p.is_dir())
+        found = sorted(p.name for p in root.iterdir() if p.is_dir() and not _hidden(p.name))
+        if len(found) == 1 and (root / found[0] / split).is_dir():  # one enclosing folder, as archives allow
+            return _scan_folder(root / found[0], split)
         raise NinEdgeError(f"{root}: split folder '{split}' not found (found: {', '.join(found) or 'none'})")
     entries = []
-    class_dirs = sorted(p for p in split_dir.iterdir() if p.is_dir())
+    class_dirs = sorted(p for p in split_dir.iterdir() if p.is_dir() and not _hidden(p.name))
     if not class_dirs:
         raise NinEdgeError(f"{split_dir}: no class folders inside")
     for cdir in class_dirs:
-        files = sorted(p for p in cdir.iterdir() if p.suffix.lower() in IMAGE_EXTS and p.is_file())
+        files = sorted(p for p in cdir.iterdir()
+                       if p.suffix.lower() in IMAGE_EXTS and p.is_file() and not _hidden(p.name))
         if not files:
             raise NinEdgeError(f"{cdir}: class folder has no images ({', '.join(IMAGE_EXTS)})")
         for f in files:
@@ -189,6 +210,8 @@ def _read_tar(path: Path) -> tuple[list[tuple[str, str, str, bytes]], dict[str, 
         with tarfile.open(path, "r:*") as tf:
             for m in tf:
                 parts = _check_member_name(m.name, str(path))
+                if any(_hidden(p) for p in parts):
+                    continue
                 if m.isdir():
                     if len(parts) >= 2:
                         empty_class_dirs.add(tuple(parts[-2:]))
@@ -210,38 +233,52 @@ def _read_tar(path: Path) -> tuple[list[tuple[str, str, str, bytes]], dict[str, 
 
 
 # --------------------------------------------------------------------------- cache
+# Bump when the decoded content for the same archive bytes changes (decoder, ordering, ids), so old caches are
+# ignored rather than trusted.
+CACHE_VERSION = 1
+
+
 def _cache_path(key: str, split: str, cache_dir: Path | None) -> Path:
-    return (cache_dir or default_cache_dir()) / f"{key[:24]}-{split}.npz"
+    return (cache_dir or default_cache_dir()) / f"{key[:24]}-v{CACHE_VERSION}-{split}.npz"
 
 
 def _cache_load(p: Path, source: str) -> Dataset | None:
     if not p.exists():
         return None
-    try:
+    try:  # the zip CRC of each member catches flipped bytes; truncation fails to open
         with np.load(p, allow_pickle=False) as z:
-            return Dataset(z["images"], z["labels"], tuple(str(c) for c in z["classes"]), source,
-                           tuple(str(i) for i in z["ids"]))
+            ds = Dataset(z["images"], z["labels"], tuple(str(c) for c in z["classes"]), source,
+                         tuple(str(i) for i in z["ids"]))
     except Exception:  # noqa: BLE001 - a bad cache file is rebuilt, never trusted
         return None
+    n = len(ds.labels)
+    if (ds.images.dtype != np.uint8 or ds.images.ndim != 4 or ds.images.shape[3] != 3 or len(ds.images) != n
+            or len(ds.ids) != n or n == 0 or ds.labels.min() < 0 or ds.labels.max() >= len(ds.classes)):
+        return None
+    return ds
 
 
 def _cache_save(p: Path, ds: Dataset) -> None:
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, suffix=".tmp.npz")
-    os.close(fd)
+    """Best effort: an unwritable cache directory costs a re-decode next time, never an error."""
+    tmp = None
     try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=p.parent, suffix=".tmp.npz")
+        os.close(fd)
         np.savez(tmp, images=ds.images, labels=ds.labels, classes=np.asarray(ds.classes),
                  ids=np.asarray(ds.ids))
         os.replace(tmp, p)
     except OSError:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
 
 
 # --------------------------------------------------------------------------- bundled subsets
 def load_bundled(name: str) -> Dataset:
     p = SUBSETS_DIR / f"{name}.npz"
-    if not p.exists():
-        raise NinEdgeError(f"bundled:{name}: no such bundled subset (choose bundled:eval or bundled:calib)")
+    if not name or "/" in name or not p.exists():
+        shipped = ", ".join(f"bundled:{q.stem}" for q in sorted(SUBSETS_DIR.glob("*.npz")))
+        raise NinEdgeError(f"bundled:{name}: no such bundled subset (choose one of: {shipped})")
     with np.load(p, allow_pickle=False) as z:
         blob, offsets = z["blob"], z["offsets"]
         names = [str(n) for n in z["names"]]
@@ -312,7 +349,7 @@ def download_cifar10(dest_dir: Path, url: str = CIFAR10_URL, md5: str = CIFAR10_
         if h.hexdigest() != md5:
             raise NinEdgeError(f"{url}: checksum mismatch (md5 {h.hexdigest()}, expected {md5})")
         os.replace(tmp, out)
-    except OSError as e:
+    except (OSError, ValueError) as e:  # URLError is an OSError; ValueError: not a URL at all
         raise NinEdgeError(f"{url}: download failed ({e})") from None
     finally:
         Path(tmp).unlink(missing_ok=True)

@@ -46,8 +46,10 @@ def model_info(name: str) -> ModelInfo:
         raise NinEdgeError(f"unknown model '{name}'; choose one of: {', '.join(list_models())}") from None
 
 
-def create_model(name: str, num_classes: int = 10) -> nn.Module:
-    model = model_info(name).factory(num_classes)
+def create_model(name: str, num_classes: int | None = None) -> nn.Module:
+    """A fresh model by zoo name; `num_classes=None` keeps the model's own default (10, or 1000 for nin-imagenet)."""
+    info = model_info(name)
+    model = info.factory() if num_classes is None else info.factory(num_classes)
     model.arch = name  # type: ignore[attr-defined]
     return model
 

@@ -26,6 +26,15 @@ class Preprocess:
     color: str = "RGB"
     resize: str = "shorter-side-then-center-crop"
 
+    def __post_init__(self):
+        # Only one layout/colour/resize policy is implemented by `preprocess`; a spec naming another must fail
+        # here instead of being run with the wrong policy.
+        for key, want in (("layout", "NCHW"), ("color", "RGB"), ("resize", "shorter-side-then-center-crop")):
+            if getattr(self, key) != want:
+                raise ValueError(f"{key} {getattr(self, key)!r} is not supported (only {want!r})")
+        if self.size < 1 or len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise ValueError(f"size must be positive and mean/std three values with std > 0 (got {self})")
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["mean"], d["std"] = list(self.mean), list(self.std)
@@ -33,8 +42,16 @@ class Preprocess:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Preprocess":
-        return cls(size=int(d["size"]), mean=tuple(d["mean"]), std=tuple(d["std"]))
+    def from_dict(cls, d: dict, where: str = "preprocessing metadata") -> "Preprocess":
+        """Inverse of `to_dict` (e.g. from bundle.json); a malformed or unsupported description is a NinEdgeError."""
+        from .errors import NinEdgeError
+
+        try:
+            kw = {k: str(d[k]) for k in ("layout", "color", "resize") if k in d}
+            return cls(size=int(d["size"]), mean=tuple(float(v) for v in d["mean"]),
+                       std=tuple(float(v) for v in d["std"]), **kw)
+        except (KeyError, TypeError, ValueError) as e:
+            raise NinEdgeError(f"{where}: invalid preprocessing description ({type(e).__name__}: {e})") from None
 
 
 DEFAULT = Preprocess()

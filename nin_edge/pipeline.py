@@ -46,6 +46,7 @@ class PipelineOptions:
     batches: tuple[int, ...] = (1, 64)
     seconds: float = 0.5                  # timed wall time per batch size and row
     threads: int | None = None
+    max_images: int | None = None         # evaluate on the first N images of `data` only
     progress: bool = True
 
 
@@ -249,21 +250,22 @@ def run_pipeline(opts: PipelineOptions) -> PipelineResult:
             raise NinEdgeError("no target spec can be judged on this machine (pass --spec targets/X.toml)")
         report = run_bench(BenchOptions(bundle=str(bundle_dir), targets=("all",), data=opts.data,
                                         batches=opts.batches, seconds=opts.seconds, threads=opts.threads,
+                                        max_images=opts.max_images,
                                         specs=tuple(specs), progress=(lambda m: say(f"  {m}")) if opts.progress else None))
 
     # ---- 4. verdict + report
     with _stage("verdict", times, say):
         verdicts = tuple(check_specs(report, specs))
         write_report(report, out / "report", verdicts, force=True)
-        summary = {
-            "schema": "nin-edge-pipeline/1", "weights": str(weights), "bundle": str(bundle_dir),
-            "bundle_reused": reused, "tensorrt": trt, "stage_seconds": times,
-            "passed": bool(verdicts) and not any(v.failed for v in verdicts),
-            "verdicts": [{"spec": v.spec, "status": v.status, "row": v.row,
-                          "criteria": [asdict(c) for c in v.criteria]} for v in verdicts],
-            "bench": to_json_dict(report, verdicts, samples=False),
-        }
-        _atomic_write_text(out / "summary.json", json.dumps(summary, indent=1, default=str) + "\n")
+    summary = {
+        "schema": "nin-edge-pipeline/1", "weights": str(weights), "bundle": str(bundle_dir),
+        "bundle_reused": reused, "tensorrt": trt, "stage_seconds": times,
+        "passed": bool(verdicts) and not any(v.failed for v in verdicts),
+        "verdicts": [{"spec": v.spec, "status": v.status, "row": v.row,
+                      "criteria": [asdict(c) for c in v.criteria]} for v in verdicts],
+        "bench": to_json_dict(report, verdicts, samples=False),
+    }
+    _atomic_write_text(out / "summary.json", json.dumps(summary, indent=1, default=str) + "\n")
     return PipelineResult(out, str(weights), bundle_dir, reused, trt, report, verdicts, times)
 
 

@@ -7,7 +7,15 @@ data (uint8, whole split in memory) → batch-level augmentation on tensors (cro
 
 Measured on the 2-core dev machine (bare step, batch 256, nin-seed): fp32 522 img/s, channels_last 704,
 bf16 autocast 1,126, both 1,329 — so both are on by default for CPU training.
-Distributed: under `torchrun`, each rank trains on its shard with DDP (gloo on CPU, nccl on CUDA); rank 0 writes.
+
+Distributed: under `torchrun`, each rank trains on its slice of every global batch with DDP (gloo on CPU,
+nccl on CUDA). Every random draw (permutation, crop offsets, flips) is made for the *global* batch from
+generators seeded by (seed, epoch) and then sliced per rank, so N ranks see exactly the samples and
+augmentations one process would; DDP averages the per-rank mean gradients, which equals the global-batch
+mean. What still differs from one process: float summation order and, for BatchNorm models, per-rank batch
+statistics (running statistics are rank 0's: DDP broadcasts rank 0's buffers at each forward). Rank 0
+alone evaluates and writes; decisions that must agree (refusing an out dir, resuming, stopping at
+--max-minutes, a non-finite loss) are taken once and shared with every rank.
 """
 from __future__ import annotations
 
@@ -17,6 +25,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -27,7 +36,11 @@ from .checkpoint import atomic_torch_save, load_checkpoint, make_checkpoint
 from .data import Dataset, load_dataset, sha256_file
 from .errors import NinEdgeError
 from .models import create_model, model_info
-from .preprocess import preprocess_tensor
+from .preprocess import fit, preprocess_tensor
+
+PRECISIONS = ("fp32", "bf16")
+DEVICES = ("cpu", "cuda")
+RUN_FILES = ("last.pt", "best.pt", "metrics.jsonl", "curves.png", "MODEL_CARD.md")
 
 
 @dataclass(frozen=True)
@@ -36,7 +49,7 @@ class TrainConfig:
     data: str = "cifar-10-python.tar.gz"
     out: str = "runs/train"
     epochs: int = 30
-    batch_size: int = 256
+    batch_size: int = 256  # global batch; each of N ranks takes batch_size / N of it
     lr: float = 0.2  # peak of the one-cycle schedule, for batch_size 256 (scaled linearly)
     weight_decay: float = 5e-4
     label_smoothing: float = 0.1
@@ -51,6 +64,7 @@ class TrainConfig:
     force: bool = False
     eval_test: bool = True
     progress: bool = True
+    command: str | None = None  # the command line that started the run (recorded in checkpoints)
 
     # options that define a run: --resume refuses a change in any of them
     RUN_DEFINING = ("arch", "data_sha256", "epochs", "batch_size", "lr", "weight_decay", "label_smoothing",
@@ -67,6 +81,8 @@ class TrainResult:
     minutes: float
     stopped_early: bool = False
     history: list = field(default_factory=list)
+    model: nn.Module | None = field(default=None, repr=False)  # the trained module (last epoch's weights)
+    is_main: bool = True  # rank 0 (the rank that evaluated and wrote); other ranks' history is not filled in
 
 
 # --------------------------------------------------------------------------- distributed helpers
@@ -84,27 +100,109 @@ def _init_dist(device: str) -> tuple[int, int, torch.device]:
     elif device == "cpu":
         dev = torch.device("cpu")
     else:
-        raise NinEdgeError(f"--device {device}: choose cpu or cuda")
+        raise NinEdgeError(f"--device {device}: choose {' or '.join(DEVICES)}")
     if world > 1 and not torch.distributed.is_initialized():
         torch.distributed.init_process_group("nccl" if device == "cuda" else "gloo")
     return rank, world, dev
 
 
+def _rank0_decides(fn: Callable[[], Any], rank: int, world: int) -> Any:
+    """Run `fn` on rank 0 only and hand its result (or its NinEdgeError) to every rank.
+
+    Checks of the out dir, the resume checkpoint and the clock must agree across ranks: a rank that goes on
+    while another stops waits forever in the next collective.
+    """
+    if world == 1:
+        return fn()
+    box: list = [None]
+    if rank == 0:
+        try:
+            box = [("ok", fn())]
+        except NinEdgeError as e:
+            box = [("error", str(e))]
+        except BaseException as e:  # let the other ranks stop too, then fail here with the real traceback
+            torch.distributed.broadcast_object_list([("error", f"rank 0 failed: {type(e).__name__}: {e}")], src=0)
+            raise
+    torch.distributed.broadcast_object_list(box, src=0)
+    kind, value = box[0]
+    if kind == "error":
+        raise NinEdgeError(value)
+    return value
+
+
+def _any_rank(flag: bool, world: int, dev: torch.device) -> bool:
+    if world == 1:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=dev)
+    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+    return bool(t.item() > 0)
+
+
 # --------------------------------------------------------------------------- augmentation (whole batches)
-def augment(x: torch.Tensor, gen: torch.Generator, pad: int = 4) -> torch.Tensor:
-    """uint8 NHWC batch → randomly cropped (reflect padding) and horizontally flipped, in one gather."""
-    n, h, w, _ = x.shape
-    xp = F.pad(x.permute(0, 3, 1, 2).float(), (pad, pad, pad, pad), mode="reflect").to(torch.uint8)
-    xp = xp.permute(0, 2, 3, 1)
+@dataclass(frozen=True)
+class AugDraw:
+    """Random crop offsets (0..2*pad) and flips for a batch; sliced per rank like the sample indices."""
+
+    dy: torch.Tensor
+    dx: torch.Tensor
+    flip: torch.Tensor
+
+    def __getitem__(self, sl) -> "AugDraw":
+        return AugDraw(self.dy[sl], self.dx[sl], self.flip[sl])
+
+
+def draw_augment(n: int, gen: torch.Generator, pad: int = 4) -> AugDraw:
     dy = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
     dx = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
     flip = torch.rand(n, generator=gen) < 0.5
-    rows = dy[:, None] + torch.arange(h)
-    cols = dx[:, None] + torch.arange(w)
-    cols = torch.where(flip[:, None], cols.flip(1), cols)
-    return xp[torch.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
+    return AugDraw(dy, dx, flip)
 
 
+def _reflect(i: torch.Tensor, size: int) -> torch.Tensor:
+    """Index into a reflect-padded axis (no edge repeat, like F.pad(mode='reflect')) → index into the original."""
+    i = i.abs()
+    return torch.where(i >= size, 2 * (size - 1) - i, i)
+
+
+def apply_augment(x: torch.Tensor, d: AugDraw, pad: int = 4) -> torch.Tensor:
+    """uint8 NHWC batch → crops of the reflect-padded images, flipped where drawn — one uint8 gather.
+
+    The padding is folded into the gather indices, so no padded (or float) copy of the batch is made.
+    """
+    n, h, w, _ = x.shape
+    rows = _reflect(d.dy[:, None] + torch.arange(h) - pad, h)
+    cols = d.dx[:, None] + torch.arange(w)
+    cols = _reflect(torch.where(d.flip[:, None], cols.flip(1), cols) - pad, w)
+    return x[torch.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
+
+
+def augment(x: torch.Tensor, gen: torch.Generator, pad: int = 4) -> torch.Tensor:
+    """uint8 NHWC batch → randomly cropped (reflect padding) and horizontally flipped."""
+    return apply_augment(x, draw_augment(len(x), gen, pad), pad)
+
+
+def make_batch(x_all: torch.Tensor, y_all: torch.Tensor, idx: torch.Tensor, draw: AugDraw,
+               dev: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices into the uint8 train set → augmented, normalised float32 NCHW (channels_last) and labels."""
+    xb = preprocess_tensor(apply_augment(x_all[idx], draw)).to(dev, non_blocking=True)
+    return xb.contiguous(memory_format=torch.channels_last), y_all[idx].to(dev, non_blocking=True)
+
+
+def train_step(model: nn.Module, opt: torch.optim.Optimizer, xb: torch.Tensor, yb: torch.Tensor,
+               amp: torch.dtype | None, label_smoothing: float,
+               loss_ok: Callable[[torch.Tensor], bool] = lambda loss: bool(torch.isfinite(loss))) -> torch.Tensor:
+    """One SGD step; returns the (detached) loss. A non-finite loss stops before it can touch the weights."""
+    with torch.autocast(xb.device.type, dtype=amp, enabled=amp is not None):
+        loss = F.cross_entropy(model(xb), yb, label_smoothing=label_smoothing)
+    if not loss_ok(loss.detach()):
+        raise FloatingPointError(float(loss.detach()))
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss.detach()
+
+
+# --------------------------------------------------------------------------- data
 def split_train_val(ds: Dataset, val_size: int, seed: int) -> tuple[Dataset, Dataset | None]:
     """Stratified hold-out of `val_size` train images (fixed by seed) for choosing checkpoints."""
     if val_size <= 0:
@@ -122,6 +220,29 @@ def split_train_val(ds: Dataset, val_size: int, seed: int) -> tuple[Dataset, Dat
     return ds.subset(np.flatnonzero(~val_mask)), ds.subset(np.flatnonzero(val_mask))
 
 
+def _fit_to(ds: Dataset, size: int) -> Dataset:
+    """Images not at the model's input size go through THE resize policy once, before training."""
+    if ds.images.shape[1:3] == (size, size):
+        return ds
+    images = np.stack([fit(im, size) for im in ds.images])
+    return Dataset(images, ds.labels, ds.classes, ds.source, ds.ids)
+
+
+def data_fingerprint(source: str, ds: Dataset) -> str:
+    """sha256 of an archive file; for folders and bundled subsets, of the decoded pixels, labels and classes."""
+    p = Path(source).expanduser()
+    if p.is_file():
+        return sha256_file(p)
+    import hashlib
+
+    h = hashlib.sha256()
+    h.update(np.ascontiguousarray(ds.images).tobytes())
+    h.update(np.ascontiguousarray(ds.labels).tobytes())
+    h.update("\n".join(ds.classes).encode())
+    return "content:" + h.hexdigest()
+
+
+# --------------------------------------------------------------------------- evaluation, schedule, plots
 @torch.no_grad()
 def evaluate(model: nn.Module, ds: Dataset, device: torch.device, batch: int = 500,
              autocast_dtype: torch.dtype | None = None) -> tuple[float, np.ndarray]:
@@ -160,32 +281,110 @@ def _plot_curves(history: list[dict], path: Path) -> None:
             b.plot(ep, [h.get(key) for h in history], label=lab)
     b.set_xlabel("epoch"), b.set_ylabel("top-1 %"), b.legend(), b.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
+    tmp = path.with_name(f".{path.stem}.tmp.png")
     fig.savefig(tmp, dpi=110)
     plt.close(fig)
     os.replace(tmp, path)
 
 
+def _write_metrics(history: list[dict], path: Path) -> None:
+    """metrics.jsonl rewritten from the checkpoint's history (atomically), so it always matches last.pt."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(json.dumps(h) + "\n" for h in history))
+    os.replace(tmp, path)
+
+
+def _machine(dev: torch.device, world: int) -> dict:
+    from .envinfo import cpu_info
+
+    cpu = cpu_info()
+    m = {"cpu": cpu["model"], "cpu_threads": int(cpu["threads"] or 0), "torch_threads": torch.get_num_threads(),
+         "avx512_bf16": bool(cpu["isa"].get("avx512_bf16")), "device": dev.type, "world_size": world,
+         "torch": str(torch.__version__)}
+    if dev.type == "cuda":
+        m["gpu"] = torch.cuda.get_device_name(dev)
+    return m
+
+
+# --------------------------------------------------------------------------- the out dir and --resume
+def _prepare_out(cfg: TrainConfig, out: Path, run_def: dict, classes: tuple[str, ...]) -> dict | None:
+    """(rank 0) Refuse to clobber a run; with --resume, return the checkpoint to continue from."""
+    last_pt = out / "last.pt"
+    if out.exists() and not out.is_dir():
+        raise NinEdgeError(f"{out}: --out exists and is not a directory")
+    if cfg.resume:
+        if not last_pt.exists():
+            raise NinEdgeError(f"{last_pt}: --resume given but there is no checkpoint to resume from")
+        ck = load_checkpoint(last_pt)
+        if "optimizer" not in ck or "epoch" not in ck:
+            raise NinEdgeError(f"{last_pt}: not a resumable training checkpoint (no optimizer state/epoch)")
+        if ck.get("arch") != cfg.arch:
+            raise NinEdgeError(f"{last_pt}: checkpoint is for arch '{ck.get('arch')}', not --arch '{cfg.arch}'")
+        if tuple(ck.get("classes", ())) != tuple(classes):
+            raise NinEdgeError(f"{last_pt}: checkpoint classes {ck.get('classes')} differ from {cfg.data}'s {list(classes)}")
+        changed = [f"{k} ({ck.get('run', {}).get(k)!r} → {v!r})" for k, v in run_def.items()
+                   if ck.get("run", {}).get(k) != v]
+        if changed:
+            raise NinEdgeError(f"{last_pt}: --resume with changed run options: {', '.join(changed)}")
+        if int(ck["epoch"]) >= cfg.epochs:
+            raise NinEdgeError(f"{last_pt}: run already finished all {cfg.epochs} epochs")
+        return ck
+    present = _refuse_existing_run(cfg, out)
+    for n in present:  # --force
+        (out / n).unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    return None
+
+
+def _refuse_existing_run(cfg: TrainConfig, out: Path) -> list[str]:
+    if out.exists() and not out.is_dir():
+        raise NinEdgeError(f"{out}: --out exists and is not a directory")
+    present = [n for n in RUN_FILES if (out / n).exists()]
+    if present and not cfg.force and not cfg.resume:
+        raise NinEdgeError(f"{out}: already holds a run ({', '.join(present)}); continue it with --resume "
+                           f"or replace it with --force")
+    return present
+
+
 # --------------------------------------------------------------------------- the loop
 def train(cfg: TrainConfig) -> TrainResult:
-    if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.lr <= 0:
+    if cfg.epochs < 1 or cfg.batch_size < 1 or not cfg.lr > 0:
         raise NinEdgeError("--epochs, --batch-size and --lr must be positive")
-    if cfg.precision not in ("fp32", "bf16"):
-        raise NinEdgeError(f"--precision {cfg.precision}: choose fp32 or bf16")
+    if cfg.precision not in PRECISIONS:
+        raise NinEdgeError(f"--precision {cfg.precision}: choose {' or '.join(PRECISIONS)}")
+    if cfg.max_minutes is not None and cfg.max_minutes < 0:
+        raise NinEdgeError(f"--max-minutes {cfg.max_minutes}: must not be negative")
     model_info(cfg.arch)  # unknown arch → listed choices
     rank, world, dev = _init_dist(cfg.device)
+    try:
+        return _train(cfg, rank, world, dev)
+    finally:
+        if world > 1 and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def _train(cfg: TrainConfig, rank: int, world: int, dev: torch.device) -> TrainResult:
     is_main = rank == 0
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    if cfg.batch_size % world:
+        raise NinEdgeError(f"--batch-size {cfg.batch_size}: must be divisible by the {world} ranks")
+    t_start = time.time()
     out = Path(cfg.out)
+    _rank0_decides(lambda: _refuse_existing_run(cfg, out), rank, world)  # fail fast, before loading data
 
     # ---- data: whole train split as uint8 in memory (150 MB for CIFAR-10); a held-out validation split
-    data_path = Path(cfg.data)
-    full = load_dataset(cfg.data, "train")
-    data_sha = sha256_file(data_path) if data_path.is_file() else f"dir:{data_path.resolve()}"
-    train_ds, val_ds = split_train_val(full, cfg.val_size, cfg.seed)
-    test_ds = load_dataset(cfg.data, "test") if cfg.eval_test else None
+    if str(cfg.data).startswith("bundled:"):
+        raise NinEdgeError(f"--data {cfg.data}: bundled subsets are evaluation/calibration sets (one split), "
+                           f"not a training source")
+    size = model_info(cfg.arch).input_size
+    full = _fit_to(load_dataset(cfg.data, "train"), size)
     classes = full.classes
+    if len(classes) < 2:
+        raise NinEdgeError(f"{cfg.data}: training needs at least 2 classes, found {list(classes)}")
+    data_sha = data_fingerprint(cfg.data, full)
+    train_ds, val_ds = split_train_val(full, cfg.val_size, cfg.seed)
+    test_ds = _fit_to(load_dataset(cfg.data, "test"), size) if cfg.eval_test else None
     if test_ds is not None and test_ds.classes != classes:
         raise NinEdgeError(f"{cfg.data}: test classes {list(test_ds.classes)} differ from train classes {list(classes)}")
 
@@ -200,7 +399,6 @@ def train(cfg: TrainConfig) -> TrainResult:
     model = model.to(dev).to(memory_format=torch.channels_last)
     decay = [p for n, p in model.named_parameters() if p.ndim > 1]
     no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
-    per_rank_batch = max(1, cfg.batch_size // world)
     peak_lr = cfg.lr * cfg.batch_size / 256
     opt = torch.optim.SGD([{"params": decay, "weight_decay": cfg.weight_decay},
                            {"params": no_decay, "weight_decay": 0.0}], lr=peak_lr, momentum=0.9, nesterov=True)
@@ -209,40 +407,38 @@ def train(cfg: TrainConfig) -> TrainResult:
         raise NinEdgeError(f"--batch-size {cfg.batch_size}: larger than the {len(train_ds)} training images")
     total_steps = steps_per_epoch * cfg.epochs
 
-    run_def = {"arch": cfg.arch, "data_sha256": data_sha, **{k: getattr(cfg, k) for k in TrainConfig.RUN_DEFINING if k not in ("arch", "data_sha256")}}
+    run_def = {"arch": cfg.arch, "data_sha256": data_sha,
+               **{k: getattr(cfg, k) for k in TrainConfig.RUN_DEFINING if k not in ("arch", "data_sha256")}}
 
-    # ---- out dir: refuse to clobber a finished run; --resume continues from last.pt
-    start_epoch, history, best_val = 0, [], -1.0
-    last_pt, best_pt, metrics = out / "last.pt", out / "best.pt", out / "metrics.jsonl"
-    if cfg.resume:
-        if not last_pt.exists():
-            raise NinEdgeError(f"{last_pt}: --resume given but there is no checkpoint to resume from")
-        ck = load_checkpoint(last_pt)
-        if ck.get("arch") != cfg.arch:
-            raise NinEdgeError(f"{last_pt}: checkpoint is for arch '{ck.get('arch')}', not '{cfg.arch}'")
-        changed = [k for k, v in run_def.items() if ck.get("run", {}).get(k) != v]
-        if changed:
-            raise NinEdgeError(f"{last_pt}: --resume with changed run options: {', '.join(changed)}")
+    # ---- out dir: refuse to clobber a run; --resume continues from last.pt (decided on rank 0, shared)
+    last_pt, best_pt = out / "last.pt", out / "best.pt"
+    ck = _rank0_decides(lambda: _prepare_out(cfg, out, run_def, classes), rank, world)
+    start_epoch, history, best_val, wall_before = 0, [], -1.0, 0.0
+    if ck is not None:
         model.load_state_dict(ck["state_dict"])
         opt.load_state_dict(ck["optimizer"])
         start_epoch, history = int(ck["epoch"]), list(ck.get("history", []))
         best_val = max([h["val_top1"] for h in history if h.get("val_top1") is not None] or [-1.0])
-        if start_epoch >= cfg.epochs:
-            raise NinEdgeError(f"{last_pt}: run already finished all {cfg.epochs} epochs")
-    elif out.exists() and any(out.iterdir()) and is_main:
-        if not cfg.force:
-            raise NinEdgeError(f"{out}: output directory already holds a run (use --resume or --force)")
-        for p in (last_pt, best_pt, metrics, out / "curves.png"):
-            p.unlink(missing_ok=True)
-    if is_main:
-        out.mkdir(parents=True, exist_ok=True)
+        wall_before = float(history[-1].get("elapsed_s", sum(h.get("epoch_seconds", 0.0) for h in history))) \
+            if history else 0.0
+        del ck
 
-    ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev] if dev.type == "cuda" else None) \
+        if world > 1 else model
     amp = torch.bfloat16 if cfg.precision == "bf16" else None
     x_all = torch.from_numpy(train_ds.images)
     y_all = torch.from_numpy(train_ds.labels)
-    t_start = time.time()
+    machine = _machine(dev, world) if is_main else {}
+    config = {k: v for k, v in asdict(cfg).items() if k not in ("resume", "force", "progress", "command")}
     stopped_early = False
+
+    def loss_ok(loss: torch.Tensor) -> bool:  # every rank stops at the same step if any rank's loss is bad
+        return not _any_rank(not bool(torch.isfinite(loss)), world, dev)
+
+    def stop_nonfinite(what: str) -> NinEdgeError:
+        kept = f"last good checkpoint kept: {last_pt} (epoch {start_epoch_done})" if start_epoch_done \
+            else "no checkpoint was written (it failed in the first epoch)"
+        return NinEdgeError(f"{what}; training stopped (try a lower --lr); {kept}")
 
     progress = None
     if is_main and cfg.progress:
@@ -254,78 +450,87 @@ def train(cfg: TrainConfig) -> TrainResult:
         progress.start()
         task = progress.add_task("train", total=total_steps, completed=start_epoch * steps_per_epoch,
                                  epoch=start_epoch + 1, loss=float("nan"), ips=0.0)
+    start_epoch_done = start_epoch
     try:
         for epoch in range(start_epoch, cfg.epochs):
-            # one generator per epoch, derived from the seed: resume reproduces the same next epoch
+            # generators derived from (seed, epoch) only: resume reproduces the same next epoch, and every rank
+            # draws the same global permutation and augmentations, then takes its slice
             gen = torch.Generator().manual_seed(cfg.seed * 100003 + epoch)
             perm = torch.randperm(len(train_ds), generator=gen)[: steps_per_epoch * cfg.batch_size]
-            aug_gen = torch.Generator().manual_seed(cfg.seed * 100003 + epoch * 7919 + rank + 1)
+            aug_gen = torch.Generator().manual_seed(cfg.seed * 100003 + epoch * 7919 + 1)
+            torch.manual_seed(cfg.seed * 100003 + epoch * 7919 + 2 + rank)  # dropout (nin-paper) masks
             ddp.train()
             t_ep, loss_sum, seen = time.time(), torch.zeros((), device=dev), 0
             for step in range(steps_per_epoch):
                 global_step = epoch * steps_per_epoch + step
                 for g in opt.param_groups:
                     g["lr"] = _lr_at(global_step, total_steps, peak_lr, cfg.warmup_frac)
-                idx = perm[step * cfg.batch_size:(step + 1) * cfg.batch_size][rank::world][:per_rank_batch]
-                xb = preprocess_tensor(augment(x_all[idx], aug_gen)).to(dev, non_blocking=True)
-                xb = xb.contiguous(memory_format=torch.channels_last)
-                yb = y_all[idx].to(dev, non_blocking=True)
-                with torch.autocast(dev.type, dtype=amp, enabled=amp is not None):
-                    loss = F.cross_entropy(ddp(xb), yb, label_smoothing=cfg.label_smoothing)
-                if not torch.isfinite(loss):
-                    raise NinEdgeError(f"non-finite loss at epoch {epoch + 1} step {step + 1} "
-                                       f"(try a lower --lr); last good checkpoint kept at {last_pt}")
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                loss_sum += loss.detach() * len(idx)
+                mine = slice(rank, None, world)
+                idx = perm[step * cfg.batch_size:(step + 1) * cfg.batch_size][mine]
+                draw = draw_augment(cfg.batch_size, aug_gen)[mine]
+                xb, yb = make_batch(x_all, y_all, idx, draw, dev)
+                try:
+                    loss = train_step(ddp, opt, xb, yb, amp, cfg.label_smoothing, loss_ok)
+                except FloatingPointError as e:
+                    raise stop_nonfinite(f"non-finite loss ({e}) at epoch {epoch + 1} step {step + 1}") from None
+                loss_sum += loss * len(idx)
                 seen += len(idx)
                 if progress is not None and (step % 10 == 0 or step == steps_per_epoch - 1):
                     progress.update(task, completed=global_step + 1, epoch=epoch + 1,
-                                    loss=float(loss.detach()), ips=seen * world / (time.time() - t_ep))
+                                    loss=float(loss), ips=seen * world / (time.time() - t_ep))
             train_loss = float(loss_sum) / max(1, seen)
             if world > 1:  # all ranks agree on the reported loss
                 t = torch.tensor([train_loss], device=dev)
                 torch.distributed.all_reduce(t)
                 train_loss = float(t) / world
             ep_time = time.time() - t_ep
+            if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+                raise stop_nonfinite(f"weights became non-finite in epoch {epoch + 1}")
 
             if is_main:
+                t_ev = time.time()
                 val_top1 = evaluate(model, val_ds, dev, autocast_dtype=amp)[0] if val_ds is not None else None
                 test_top1 = evaluate(model, test_ds, dev, autocast_dtype=amp)[0] if test_ds is not None else None
                 rec = {"epoch": epoch + 1, "train_loss": round(train_loss, 5), "val_top1": val_top1,
                        "test_top1": test_top1, "lr": opt.param_groups[0]["lr"], "epoch_seconds": round(ep_time, 2),
-                       "images_per_s": round(steps_per_epoch * cfg.batch_size / ep_time, 1), "world_size": world}
+                       "images_per_s": round(steps_per_epoch * cfg.batch_size / ep_time, 1), "world_size": world,
+                       "eval_seconds": round(time.time() - t_ev, 2),
+                       "elapsed_s": round(wall_before + time.time() - t_start, 1)}
                 history.append(rec)
                 score = val_top1 if val_top1 is not None else float(epoch)
                 meta = dict(epoch=epoch + 1, val_top1=val_top1, test_top1=test_top1, seed=cfg.seed,
-                            data_sha256=data_sha, run=run_def, history=history)
+                            data_sha256=data_sha, run=run_def, history=history, config=config,
+                            command=cfg.command, machine=machine, elapsed_s=rec["elapsed_s"])
+                # best.pt before last.pt: a kill between the two is repaired by resuming (same epoch again)
                 if score > best_val:
                     best_val = score
                     atomic_torch_save(make_checkpoint(model, cfg.arch, classes, **meta), best_pt)
                 ck = make_checkpoint(model, cfg.arch, classes, **meta)
                 ck["optimizer"] = opt.state_dict()
                 atomic_torch_save(ck, last_pt)
-                with open(metrics, "a") as f:
-                    f.write(json.dumps(rec) + "\n")
+                _write_metrics(history, out / "metrics.jsonl")
                 _plot_curves(history, out / "curves.png")
-                if progress is not None:
-                    progress.console.print(
-                        f"epoch {epoch + 1}/{cfg.epochs}  loss {train_loss:.4f}  "
+                line = (f"epoch {epoch + 1}/{cfg.epochs}  loss {train_loss:.4f}  "
                         + (f"val {val_top1:.2f}%  " if val_top1 is not None else "")
                         + (f"test {test_top1:.2f}%  " if test_top1 is not None else "")
                         + f"{rec['images_per_s']:.0f} img/s")
-            if cfg.max_minutes is not None and (time.time() - t_start) / 60 >= cfg.max_minutes:
-                stopped_early = epoch + 1 < cfg.epochs
-                break
+                if progress is not None:
+                    progress.console.print(line)
+                else:
+                    print(line, flush=True)
+            start_epoch_done = epoch + 1
+            if cfg.max_minutes is not None and epoch + 1 < cfg.epochs:
+                # rank 0's clock decides (it also evaluated): ranks stopping at different epochs would hang
+                if _rank0_decides(lambda: (time.time() - t_start) / 60 >= cfg.max_minutes, rank, world):
+                    stopped_early = True
+                    break
+        if world > 1:
+            torch.distributed.barrier()  # nobody exits before rank 0 has written its last files
     finally:
         if progress is not None:
             progress.stop()
-        if world > 1 and torch.distributed.is_initialized():
-            torch.distributed.barrier()
-            torch.distributed.destroy_process_group()
 
     best = max(history, key=lambda h: h["val_top1"] if h.get("val_top1") is not None else h["epoch"]) if history else {}
     return TrainResult(out, len(history), best.get("val_top1"), best.get("test_top1"),
                        history[-1].get("test_top1") if history else None, (time.time() - t_start) / 60,
-                       stopped_early, history)
+                       stopped_early, history, model, is_main)

@@ -1,7 +1,44 @@
+from __future__ import annotations
+
+from enum import Enum
+
 import typer
 
 from . import app
 from ._common import guard
+
+
+class TrainDevice(str, Enum):
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class TrainPrecision(str, Enum):
+    fp32 = "fp32"
+    bf16 = "bf16"
+
+
+def _command_line(opts: dict) -> str:
+    """The command that started the run, every option spelled out (recorded in checkpoints and the model card).
+
+    Rebuilt from the parsed options rather than copied from sys.argv, so defaults the user relied on are
+    visible and the line reproduces the run even if a later nin-edge changes a default.
+    """
+    import os
+    import shlex
+
+    parts: list[str] = []
+    for name, value in opts.items():
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            if value or name in ("eval_test", "progress"):
+                parts.append(flag if value else "--no-" + flag[2:])
+        elif value is not None and not callable(value):
+            parts += [flag, str(value.value if isinstance(value, Enum) else value)]
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    head = (f"torchrun --nproc-per-node {os.environ.get('LOCAL_WORLD_SIZE', world)} -m nin_edge train"
+            if world > 1 else "nin-edge train")
+    return head + " " + shlex.join(parts)
 
 
 @app.command("train")
@@ -10,35 +47,47 @@ def train_cmd(
     data: str = typer.Option(..., help="CIFAR-10 python tarball/folder, image-folder tree or .tar(.gz) of one"),
     epochs: int = typer.Option(30, min=1),
     out: str = typer.Option("runs/train", help="run directory (last.pt, best.pt, metrics.jsonl, curves.png)"),
-    batch_size: int = typer.Option(256, min=1),
+    batch_size: int = typer.Option(256, min=1, help="global batch (split evenly across torchrun ranks)"),
     lr: float = typer.Option(0.2, help="peak learning rate at batch 256 (scaled linearly with batch size)"),
-    weight_decay: float = typer.Option(5e-4),
-    label_smoothing: float = typer.Option(0.1),
-    val_size: int = typer.Option(5000, help="train images held out to choose best.pt (0: none)"),
+    weight_decay: float = typer.Option(5e-4, min=0.0),
+    label_smoothing: float = typer.Option(0.1, min=0.0, max=1.0),
+    warmup_frac: float = typer.Option(0.15, min=0.0, max=1.0, help="share of steps spent warming up the lr"),
+    val_size: int = typer.Option(5000, min=0, help="train images held out to choose best.pt (0: none)"),
     seed: int = typer.Option(0),
-    max_minutes: float = typer.Option(None, help="stop after the epoch that passes this wall time (resume later)"),
-    device: str = typer.Option("cpu", help="cpu or cuda"),
-    precision: str = typer.Option("bf16", help="fp32 or bf16 (autocast)"),
-    threads: int = typer.Option(None, help="torch CPU threads (default: torch's choice)"),
+    max_minutes: float = typer.Option(None, min=0.0, help="stop after the epoch that passes this wall time (resume later)"),
+    device: TrainDevice = typer.Option(TrainDevice.cpu, help="cpu, or cuda (nccl under torchrun)"),
+    precision: TrainPrecision = typer.Option(TrainPrecision.bf16, help="fp32, or bf16 autocast"),
+    threads: int = typer.Option(None, min=1, help="torch CPU threads (default: torch's choice)"),
+    eval_test: bool = typer.Option(True, help="evaluate the test split each epoch (reported, never used to choose)"),
+    progress: bool = typer.Option(True, help="progress bar (rank 0)"),
     resume: bool = typer.Option(False, help="continue from OUT/last.pt, bit-for-bit"),
-    force: bool = typer.Option(False, help="replace a finished run in OUT"),
+    force: bool = typer.Option(False, help="replace a run already in OUT"),
     download: bool = typer.Option(False, help="fetch the official CIFAR-10 tarball into --data's folder first"),
 ) -> None:
     """Train a NIN (bf16 autocast + channels_last on CPU; DDP under torchrun)."""
+    opts = dict(locals())  # the parsed options, before anything else is bound here
     from pathlib import Path
 
     from ..train import TrainConfig, train
 
     with guard():
+        if resume and force:
+            from ..errors import NinEdgeError
+
+            raise NinEdgeError("--resume and --force: choose one (continue the run in OUT, or replace it)")
         if download:
             from ..data import download_cifar10
 
             p = Path(data)
             data = str(download_cifar10(p if p.suffix == "" else p.parent))
         r = train(TrainConfig(arch=arch, data=data, out=out, epochs=epochs, batch_size=batch_size, lr=lr,
-                              weight_decay=weight_decay, label_smoothing=label_smoothing, val_size=val_size,
-                              seed=seed, max_minutes=max_minutes, device=device, precision=precision,
-                              threads=threads, resume=resume, force=force))
-        if r.epochs_done:
-            typer.echo(f"done: {r.epochs_done} epochs in {r.minutes:.1f} min; best val {r.best_val}% "
-                       f"(test at that epoch {r.test_at_best}%); checkpoints in {r.out}")
+                              weight_decay=weight_decay, label_smoothing=label_smoothing, warmup_frac=warmup_frac,
+                              val_size=val_size, seed=seed, max_minutes=max_minutes, device=device.value,
+                              precision=precision.value, threads=threads, eval_test=eval_test, progress=progress,
+                              resume=resume, force=force, command=_command_line(opts)))
+        if r.is_main and r.epochs_done:
+            best = f"best val {r.best_val:.2f}%" if r.best_val is not None else "no validation split"
+            test = f" (test at that epoch {r.test_at_best:.2f}%)" if r.test_at_best is not None else ""
+            more = "; stopped at --max-minutes, continue with --resume" if r.stopped_early else ""
+            typer.echo(f"done: {r.epochs_done} epochs in {r.minutes:.1f} min; {best}{test}; "
+                       f"checkpoints in {r.out}{more}")

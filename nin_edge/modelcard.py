@@ -1,0 +1,302 @@
+"""Model card of a training run: `python -m nin_edge.modelcard RUN_DIR [--evaluate ARCHIVE] [--out PATH]`.
+
+Reads RUN_DIR/best.pt (the checkpoint chosen on the validation split) and writes Markdown: architecture,
+command line and configuration, epochs, wall time, machine, the curve PNG, the per-epoch history and — with
+`--evaluate` — top-1 and per-class accuracy on the archive's whole test split, measured here in fp32 through
+THE preprocessing. Checkpoints written before the run recorded its command, machine or wall time (format 1
+from the first nin-edge runs) still work: the card says what was not recorded and what it used instead.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shlex
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from .errors import NinEdgeError
+
+CARD_NAME = "MODEL_CARD.md"
+# run options in the order `nin-edge train` lists them, with their CLI spelling
+_OPTIONS = (("arch", "--arch"), ("data", "--data"), ("epochs", "--epochs"), ("batch_size", "--batch-size"),
+            ("lr", "--lr"), ("weight_decay", "--weight-decay"), ("label_smoothing", "--label-smoothing"),
+            ("warmup_frac", "--warmup-frac"), ("val_size", "--val-size"), ("seed", "--seed"),
+            ("precision", "--precision"), ("device", "--device"), ("max_minutes", "--max-minutes"),
+            ("threads", "--threads"), ("out", "--out"))
+
+
+@dataclass(frozen=True)
+class TestEvaluation:
+    source: str
+    images: int
+    top1: float
+    per_class: tuple[tuple[str, int, int], ...]  # (class, images, correct)
+    seconds: float
+
+
+@dataclass(frozen=True)
+class CardResult:
+    path: Path
+    evaluation: TestEvaluation | None
+    markdown: str
+
+
+def evaluate_test_split(model, classes, source: str, batch: int = 500) -> TestEvaluation:
+    """fp32 top-1 and per-class accuracy on the whole test split of `source` (THE preprocessing, torch)."""
+    import time
+
+    import torch
+
+    from .data import check_classes, load_dataset
+    from .preprocess import preprocess
+
+    ds = load_dataset(source, "test")
+    check_classes(ds, classes, "checkpoint")
+    t0 = time.time()
+    preds = []
+    model.eval()
+    with torch.no_grad():
+        for i in range(0, len(ds), batch):
+            preds.append(model(torch.from_numpy(preprocess(ds.images[i:i + batch]))).argmax(1).numpy())
+    p = np.concatenate(preds) if preds else np.zeros(0, np.int64)
+    correct = p == ds.labels
+    per_class = tuple((c, int((ds.labels == k).sum()), int(correct[ds.labels == k].sum())) for k, c in enumerate(classes))
+    return TestEvaluation(str(source), len(ds), float(correct.mean() * 100.0) if len(ds) else float("nan"),
+                          per_class, time.time() - t0)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while b := f.read(1 << 20):
+            h.update(b)
+    return h.hexdigest()
+
+
+def _fmt_pct(v) -> str:
+    return "—" if v is None else f"{v:.2f}%"
+
+
+def _fmt_minutes(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    m = seconds / 60
+    return f"{m:.1f} min" if m < 90 else f"{m / 60:.2f} h ({m:.0f} min)"
+
+
+def _equivalent_command(ck: dict, data: str | None) -> str:
+    """A `nin-edge train` command with the run-defining options (for runs that did not record theirs)."""
+    cfg = dict(ck.get("run", {}))
+    cfg.update(ck.get("config", {}))
+    cfg.setdefault("arch", ck.get("arch"))
+    if data:
+        cfg["data"] = data
+    parts = ["nin-edge", "train"]
+    for key, flag in _OPTIONS:
+        v = cfg.get(key)
+        if v is None:
+            if key == "data":
+                parts += [flag, "ARCHIVE"]
+            continue
+        parts += [flag, str(v)]
+    return shlex.join(parts).replace("ARCHIVE", "<the training archive>")
+
+
+def render(ck: dict, run_dir: Path, card_path: Path, weights: Path, evaluation: TestEvaluation | None,
+           data_matches: bool | None, run_record: dict | None = None) -> str:
+    """`ck`: the card's checkpoint (weights, its epoch/accuracy); `run_record`: the run's last.pt (whole history)."""
+    from . import __version__
+    from .envinfo import cpu_info
+    from .models import count_macs, count_params, create_model, model_info
+
+    arch, classes = ck["arch"], list(ck["classes"])
+    info = model_info(arch)
+    net = create_model(arch, num_classes=len(classes))
+    rec = run_record if run_record is not None else ck
+    history = list(rec.get("history", []))
+    cfg = {**ck.get("run", {}), **ck.get("config", {})}
+    epochs_planned = cfg.get("epochs")
+    last = history[-1] if history else {}
+    epoch = ck.get("epoch")
+
+    if "elapsed_s" in last:
+        wall = f"{_fmt_minutes(float(last['elapsed_s']))} (wall clock of the training process, evaluation included)"
+    elif history:
+        s = sum(float(h.get("epoch_seconds", 0.0)) for h in history)
+        wall = f"≥ {_fmt_minutes(s)} (sum of the training epochs; evaluation time was not recorded)"
+    else:
+        wall = "not recorded"
+
+    machine = ck.get("machine")
+    if machine:
+        mach = (f"{machine.get('cpu')} ({machine.get('cpu_threads')} hardware threads, torch threads "
+                f"{machine.get('torch_threads')})" + (f", GPU {machine['gpu']}" if machine.get("gpu") else "")
+                + f", device {machine.get('device')}, {machine.get('world_size')} process(es), "
+                f"torch {machine.get('torch')}")
+    else:
+        cpu = cpu_info()
+        mach = (f"not recorded in the checkpoint; this card was written on {cpu['model']} "
+                f"({cpu['threads']} hardware threads)")
+
+    if ck.get("command"):
+        command = ck["command"]
+        command_note = "as recorded by the run"
+    else:
+        data = evaluation.source if (evaluation and data_matches) else cfg.get("data")
+        command = _equivalent_command(ck, data)
+        command_note = ("not recorded (the run was started from Python, or by an older nin-edge); an equivalent "
+                        "command built from the run options stored in the checkpoint" + (" (the --data archive identified by its sha256)"
+                                                      if data_matches else ""))
+
+    lines = [f"# Model card: `{arch}`", ""]
+    lines += ["| | |", "|---|---|"]
+    lines.append(f"| Architecture | `{arch}`: {info.description}; {count_params(net):,} parameters, "
+                 f"{count_macs(net, info.input_size) / 1e6:.1f} M multiply-accumulates per image; input 3×"
+                 f"{info.input_size}×{info.input_size} |")
+    lines.append(f"| Classes | {len(classes)}: {', '.join(classes)} |")
+    size_mb = weights.stat().st_size / 1e6
+    val_txt = f", validation top-1 {_fmt_pct(ck.get('val_top1'))}" if ck.get("val_top1") is not None else ""
+    lines.append(f"| Weights | `{weights.name}` ({size_mb:.1f} MB, sha256 `{_sha256(weights)[:16]}…`): epoch {epoch}"
+                 f"{val_txt} (chosen on the validation split held out of train, never on test) |")
+    if evaluation:
+        lines.append(f"| **Top-1, full test split** | **{evaluation.top1:.2f}%** on {evaluation.images:,} images "
+                     f"(fp32, measured for this card) |")
+    lines.append(f"| Test top-1 during training | {_fmt_pct(ck.get('test_top1'))} at epoch {epoch} "
+                 f"(in the training precision, {cfg.get('precision', '?')}) |")
+    trained = f"{len(history)} of {epochs_planned} planned" if epochs_planned else f"{len(history)}"
+    lines.append(f"| Epochs | {trained} |")
+    lines.append(f"| Wall time | {wall} |")
+    lines.append(f"| Machine | {mach} |")
+    code = ck.get("code_version", "?") + (f", commit {ck['code_commit']}" if ck.get("code_commit") else "")
+    lines.append(f"| Code | nin-edge {code} (card written by nin-edge {__version__}) |")
+    data_txt = f"sha256 `{str(ck.get('data_sha256', '?'))[:16]}…`"
+    if data_matches is not None:
+        data_txt += " — the evaluated archive " + ("is the training archive (same sha256)" if data_matches
+                                                   else "is NOT the training archive (different sha256)")
+    lines.append(f"| Training data | {cfg.get('data', 'path not recorded')}, {data_txt} |")
+    pp = ck.get("preprocess", {})
+    if pp:
+        lines.append(f"| Preprocessing | {pp.get('color', 'RGB')} uint8, {pp.get('resize', '')} to {pp.get('size')}, "
+                     f"{pp.get('scale', '')}, mean {pp.get('mean')}, std {pp.get('std')}, {pp.get('layout', 'NCHW')} |")
+    lines.append(f"| Seed | {ck.get('seed')} |")
+    lines += ["", "## Command", "", f"{command_note}:", "", "```", command, "```", ""]
+
+    lines += ["## Configuration", "", "| option | value |", "|---|---|"]
+    for key, flag in _OPTIONS:
+        if cfg.get(key) is not None:
+            lines.append(f"| `{flag}` | {cfg[key]} |")
+    lines.append("")
+
+    if evaluation:
+        lines += ["## Per-class accuracy (full test split, fp32)", "",
+                  f"Measured on all {evaluation.images:,} images of the `test` split of `{evaluation.source}` in "
+                  f"{evaluation.seconds:.0f} s.", "", "| class | images | correct | top-1 |", "|---|---:|---:|---:|"]
+        for c, n, k in evaluation.per_class:
+            lines.append(f"| {c} | {n:,} | {k:,} | {100.0 * k / n:.2f}% |" if n else f"| {c} | 0 | 0 | — |")
+        lines.append(f"| **all** | **{evaluation.images:,}** | **{sum(k for _, _, k in evaluation.per_class):,}** "
+                     f"| **{evaluation.top1:.2f}%** |")
+        lines.append("")
+    else:
+        lines += ["## Test accuracy", "", "Not measured for this card: run it with `--evaluate ARCHIVE` to measure "
+                  "top-1 and per-class accuracy on the whole test split.", ""]
+
+    curves = run_dir / "curves.png"
+    if curves.exists():
+        rel = os.path.relpath(curves, card_path.parent)
+        lines += ["## Curves", "", f"![training loss and top-1 per epoch]({Path(rel).as_posix()})", ""]
+
+    if history:
+        lines += ["## Per-epoch history", "",
+                  "Validation = train images held out of training (chooses the checkpoint); test top-1 here is in "
+                  "the training precision.", "",
+                  "| epoch | train loss | val top-1 | test top-1 | lr (end) | epoch s | img/s |",
+                  "|---:|---:|---:|---:|---:|---:|---:|"]
+        for h in history:
+            lines.append(f"| {h['epoch']} | {h['train_loss']:.4f} | {_fmt_pct(h.get('val_top1'))} | "
+                         f"{_fmt_pct(h.get('test_top1'))} | {h.get('lr', 0):.4g} | {h.get('epoch_seconds', 0):.0f} | "
+                         f"{h.get('images_per_s', 0):.0f} |")
+        lines.append("")
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    lines += [f"_Written {stamp} by `python -m nin_edge.modelcard`._", ""]
+    return "\n".join(lines)
+
+
+def write_model_card(run_dir: str | os.PathLike, evaluate: str | None = None, out: str | os.PathLike | None = None,
+                     weights: str = "best.pt", force: bool = False, threads: int | None = None) -> CardResult:
+    from .checkpoint import load_checkpoint, load_model
+    from .data import sha256_file
+
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise NinEdgeError(f"{run}: not a run directory")
+    wpath = run / weights
+    if not wpath.exists():
+        raise NinEdgeError(f"{wpath}: no checkpoint in the run directory (expected {weights} from nin-edge train)")
+    ck = load_checkpoint(wpath)
+    if ck.get("format") == "state_dict" or "arch" not in ck:
+        raise NinEdgeError(f"{wpath}: a plain state_dict has no training record to write a card from")
+    card = Path(out) if out is not None else run / CARD_NAME
+    if card.exists() and not force:
+        raise NinEdgeError(f"{card}: already exists (use --force to replace it)")
+
+    evaluation, data_matches = None, None
+    if evaluate is not None:
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)
+        model, meta = load_model(wpath)
+        evaluation = evaluate_test_split(model, meta["classes"], evaluate)
+        p = Path(evaluate).expanduser()
+        if p.is_file() and ck.get("data_sha256"):
+            data_matches = sha256_file(p) == ck["data_sha256"]
+
+    run_record = None
+    if (run / "last.pt").exists() and wpath.name != "last.pt":
+        run_record = load_checkpoint(run / "last.pt")
+        run_record.pop("optimizer", None)
+        if run_record.get("arch") != ck["arch"] or run_record.get("run") != ck.get("run"):
+            raise NinEdgeError(f"{run / 'last.pt'}: belongs to another run than {wpath} (arch or run options differ)")
+    md = render(ck, run, card, wpath, evaluation, data_matches, run_record)
+    card.parent.mkdir(parents=True, exist_ok=True)
+    tmp = card.with_name(f".{card.name}.tmp")
+    tmp.write_text(md)
+    os.replace(tmp, card)
+    return CardResult(card, evaluation, md)
+
+
+def build_app():
+    """The `python -m nin_edge.modelcard` command (a Typer app of its own; errors → one line, exit 2)."""
+    import typer
+
+    from .cli._common import guard
+
+    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+
+    @app.command()
+    def modelcard(
+        run_dir: str = typer.Argument(..., help="training run directory (best.pt, last.pt, curves.png)"),
+        evaluate: str = typer.Option(None, help="data source whose whole test split is evaluated (fp32)"),
+        out: str = typer.Option(None, help=f"card path (default RUN_DIR/{CARD_NAME})"),
+        weights: str = typer.Option("best.pt", help="checkpoint file inside RUN_DIR"),
+        threads: int = typer.Option(None, min=1, help="torch CPU threads for the evaluation"),
+        force: bool = typer.Option(False, help="replace an existing card"),
+    ) -> None:
+        """Write a Markdown model card for a nin-edge training run."""
+        with guard():
+            r = write_model_card(run_dir, evaluate, out, weights, force, threads)
+            top = f"; top-1 {r.evaluation.top1:.2f}% on {r.evaluation.images:,} test images" if r.evaluation else ""
+            typer.echo(f"wrote {r.path}{top}")
+
+    return app
+
+
+def main(argv: list[str] | None = None) -> None:
+    build_app()(args=argv)
+
+
+if __name__ == "__main__":
+    main()

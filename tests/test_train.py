@@ -1,0 +1,339 @@
+"""Training loop, resume, bad inputs, outputs and the model card — on tiny image-folder data sets (CPU, seconds).
+
+Every run uses one torch thread: the dev machine has 2 cores and tests must not fight a training run for them.
+"""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from nin_edge.errors import NinEdgeError
+from nin_edge.train import TrainConfig, _fit_to, apply_augment, augment, draw_augment, evaluate, train
+
+CLASSES = ("ant", "bee", "cat")
+
+
+def make_image_folder(root: Path, classes=CLASSES, n_train: int = 40, n_test: int = 10, size: int = 32,
+                      seed: int = 0) -> Path:
+    """ROOT/{train,test}/<class>/*.png: each class a colour cast + noise + a class-specific stripe direction."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    for split, n in (("train", n_train), ("test", n_test)):
+        for k, c in enumerate(classes):
+            d = root / split / c
+            d.mkdir(parents=True, exist_ok=True)
+            base = np.full(3, 90.0)
+            base[k % 3] += 90
+            for i in range(n):
+                img = base[None, None] + rng.normal(0, 45, (size, size, 3))
+                if k % 2:
+                    img[::4] += 40
+                else:
+                    img[:, ::4] += 40
+                cv2.imwrite(str(d / f"{i:03d}.png"), np.clip(img, 0, 255).astype(np.uint8)[:, :, ::-1])
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    return make_image_folder(tmp_path_factory.mktemp("tiny") / "data")
+
+
+def cfg(data, out, **kw) -> TrainConfig:
+    base = dict(arch="nin-seed", data=str(data), out=str(out), epochs=1, batch_size=16, lr=0.05, val_size=6,
+                precision="fp32", threads=1, progress=False)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+# --------------------------------------------------------------------------- augmentation
+def _augment_reference(x, gen, pad=4):
+    """The first implementation (float reflect-pad, then gather): the gather-only version must equal it."""
+    n, h, w, _ = x.shape
+    xp = F.pad(x.permute(0, 3, 1, 2).float(), (pad, pad, pad, pad), mode="reflect").to(torch.uint8).permute(0, 2, 3, 1)
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
+    flip = torch.rand(n, generator=gen) < 0.5
+    rows = dy[:, None] + torch.arange(h)
+    cols = dx[:, None] + torch.arange(w)
+    cols = torch.where(flip[:, None], cols.flip(1), cols)
+    return xp[torch.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
+
+
+def test_augment_equals_padded_reference_and_slices_per_rank():
+    x = torch.randint(0, 256, (64, 32, 32, 3), dtype=torch.uint8)
+    got = augment(x, torch.Generator().manual_seed(5))
+    ref = _augment_reference(x, torch.Generator().manual_seed(5))
+    assert torch.equal(got, ref)
+    assert got.dtype == torch.uint8 and got.shape == x.shape
+    # a rank's slice of the global draw augments exactly like one process does for those samples
+    draw = draw_augment(64, torch.Generator().manual_seed(9))
+    full = apply_augment(x, draw)
+    assert torch.equal(apply_augment(x[1::2], draw[1::2]), full[1::2])
+    # offsets and flips really vary (not a no-op)
+    assert len(set(draw.dy.tolist())) > 3 and 0 < int(draw.flip.sum()) < 64
+
+
+def test_fit_to_brings_other_sizes_to_the_model_input(tmp_path):
+    from nin_edge.data import Dataset
+    from nin_edge.preprocess import fit
+
+    imgs = np.random.default_rng(0).integers(0, 255, (3, 40, 48, 3), dtype=np.uint8)
+    ds = Dataset(imgs, np.arange(3), ("a", "b", "c"), "x")
+    out = _fit_to(ds, 32)
+    assert out.images.shape == (3, 32, 32, 3)
+    assert np.array_equal(out.images[1], fit(imgs[1], 32))
+
+
+# --------------------------------------------------------------------------- the loop and its outputs
+def test_a_few_steps_lower_the_loss_and_outputs_are_complete(tiny, tmp_path):
+    out = tmp_path / "run"
+    r = train(cfg(tiny, out, epochs=3))
+    losses = [h["train_loss"] for h in r.history]
+    assert r.epochs_done == 3 and not r.stopped_early
+    assert losses[0] < math.log(3) * 1.5  # sane start (3 classes, label smoothing)
+    assert losses[-1] < 0.75 * losses[0], losses
+
+    # trained model: lower cross-entropy on the training images than the same architecture at its init
+    from nin_edge.data import load_dataset
+    from nin_edge.models import create_model
+    from nin_edge.preprocess import preprocess
+
+    ds = load_dataset(tiny, "train")
+    x, y = torch.from_numpy(preprocess(ds.images)), torch.from_numpy(ds.labels)
+    torch.manual_seed(0)
+    init = create_model("nin-seed", 3).eval()
+    with torch.no_grad():
+        assert F.cross_entropy(r.model.eval()(x), y) < F.cross_entropy(init(x), y)
+
+    # metrics.jsonl: one JSON line per epoch, matching the history
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    recs = [json.loads(ln) for ln in lines]
+    assert [h["epoch"] for h in recs] == [1, 2, 3]
+    assert [h["train_loss"] for h in recs] == losses
+    assert {"val_top1", "test_top1", "lr", "epoch_seconds", "images_per_s", "elapsed_s"} <= set(recs[0])
+    # curves.png is a real PNG
+    import cv2
+
+    png = (out / "curves.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR).shape[0] > 100
+    assert not list(out.glob(".*tmp*"))  # no temp files left behind
+
+    # checkpoints: metadata, weights_only loading, best.pt's recorded val accuracy reproduces
+    for name in ("best.pt", "last.pt"):
+        ck = torch.load(out / name, map_location="cpu", weights_only=True)
+        for key in ("arch", "classes", "preprocess", "epoch", "val_top1", "test_top1", "seed", "data_sha256",
+                    "code_version", "run", "history", "config", "machine", "elapsed_s"):
+            assert key in ck, (name, key)
+        assert ck["arch"] == "nin-seed" and ck["classes"] == list(CLASSES) and ck["seed"] == 0
+        assert ck["data_sha256"].startswith("content:") and len(ck["data_sha256"]) == 8 + 64
+        assert ck["preprocess"]["size"] == 32
+        assert ("optimizer" in ck) == (name == "last.pt")
+    assert torch.load(out / "last.pt", weights_only=True)["epoch"] == 3
+
+    from nin_edge.checkpoint import load_model
+    from nin_edge.train import split_train_val
+
+    model, meta = load_model(out / "best.pt")
+    _, val = split_train_val(ds, 6, 0)
+    top1, _ = evaluate(model, val, torch.device("cpu"))
+    assert top1 == pytest.approx(meta["val_top1"])
+
+
+def test_resume_equals_uninterrupted_bit_for_bit(tiny, tmp_path):
+    # nin-bn: BatchNorm running statistics must come back too
+    a = tmp_path / "a"
+    b = tmp_path / "b"
+    train(cfg(tiny, a, arch="nin-bn", epochs=2))
+    r1 = train(cfg(tiny, b, arch="nin-bn", epochs=2, max_minutes=0))  # stops after the first epoch
+    assert r1.stopped_early and r1.epochs_done == 1
+    assert torch.load(b / "last.pt", weights_only=True)["epoch"] == 1
+    r2 = train(cfg(tiny, b, arch="nin-bn", epochs=2, resume=True))
+    assert r2.epochs_done == 2 and not r2.stopped_early
+    ca = torch.load(a / "last.pt", weights_only=True)
+    cb = torch.load(b / "last.pt", weights_only=True)
+    assert ca["state_dict"].keys() == cb["state_dict"].keys()
+    for k in ca["state_dict"]:
+        assert torch.equal(ca["state_dict"][k], cb["state_dict"][k]), k
+    for sa, sb in zip(ca["optimizer"]["state"].values(), cb["optimizer"]["state"].values()):
+        assert torch.equal(sa["momentum_buffer"], sb["momentum_buffer"])
+    assert [h["train_loss"] for h in ca["history"]] == [h["train_loss"] for h in cb["history"]]
+    assert len((b / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+def test_resume_refuses_changed_options_other_arch_other_data_and_finished_runs(tiny, tmp_path):
+    out = tmp_path / "run"
+    train(cfg(tiny, out, epochs=2, max_minutes=0))
+    with pytest.raises(NinEdgeError, match=r"changed run options: lr \(0\.05 → 0\.1\)"):
+        train(cfg(tiny, out, epochs=2, lr=0.1, resume=True))
+    with pytest.raises(NinEdgeError, match="changed run options: epochs"):
+        train(cfg(tiny, out, epochs=3, resume=True))
+    with pytest.raises(NinEdgeError, match=r"last\.pt: checkpoint is for arch 'nin-seed', not --arch 'nin-bn'"):
+        train(cfg(tiny, out, arch="nin-bn", epochs=2, resume=True))
+    # same folder name, one image changed: the content fingerprint catches it
+    other = tmp_path / "other"
+    shutil.copytree(tiny, other)
+    victim = next((other / "train" / "ant").glob("*.png"))
+    import cv2
+
+    img = cv2.imread(str(victim))
+    img[0, 0] = 255 - img[0, 0]
+    cv2.imwrite(str(victim), img)
+    with pytest.raises(NinEdgeError, match="changed run options: data_sha256"):
+        train(cfg(other, out, epochs=2, resume=True))
+    with pytest.raises(NinEdgeError, match="no checkpoint to resume from"):
+        train(cfg(tiny, tmp_path / "empty", epochs=2, resume=True))
+    train(cfg(tiny, out, epochs=2, resume=True))
+    with pytest.raises(NinEdgeError, match="already finished all 2 epochs"):
+        train(cfg(tiny, out, epochs=2, resume=True))
+
+
+def test_out_dir_holding_a_run_is_refused_unless_force(tiny, tmp_path):
+    out = tmp_path / "run"
+    train(cfg(tiny, out))
+    before = (out / "last.pt").read_bytes()
+    with pytest.raises(NinEdgeError, match=r"already holds a run \(last\.pt, best\.pt, metrics\.jsonl, curves\.png\).*--resume.*--force"):
+        train(cfg(tiny, out, seed=1))
+    assert (out / "last.pt").read_bytes() == before  # untouched
+    r = train(cfg(tiny, out, seed=1, force=True))
+    assert r.epochs_done == 1
+    assert torch.load(out / "last.pt", weights_only=True)["seed"] == 1
+    # a folder with unrelated files only is fine (nothing of ours to clobber)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep me")
+    train(cfg(tiny, other))
+    assert (other / "notes.txt").read_text() == "keep me"
+
+
+def test_non_finite_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(tiny, tmp_path):
+    out = tmp_path / "run"
+    # one step per epoch (114 train images, batch 64) and no warm-up: epoch 1's step has a finite loss and
+    # blows the weights up; epoch 2's first loss is non-finite
+    with pytest.raises(NinEdgeError, match=r"non-finite loss \(nan\) at epoch 2 step 1; training stopped \(try a lower --lr\); "
+                                           r"last good checkpoint kept: .*last\.pt \(epoch 1\)"):
+        train(cfg(tiny, out, epochs=2, batch_size=64, lr=1e30, warmup_frac=0.0))
+    ck = torch.load(out / "last.pt", weights_only=True)
+    assert ck["epoch"] == 1
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
+    # failing in the very first epoch says that nothing was written
+    with pytest.raises(NinEdgeError, match="no checkpoint was written"):
+        train(cfg(tiny, tmp_path / "run2", epochs=2, batch_size=16, lr=1e30, warmup_frac=0.0))
+    assert not (tmp_path / "run2" / "last.pt").exists()
+
+
+def test_bad_data_sources(tiny, tmp_path):
+    with pytest.raises(NinEdgeError, match="no such file or directory"):
+        train(cfg(tmp_path / "missing", tmp_path / "o1"))
+    # test split with other classes than train
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny, bad)
+    shutil.rmtree(bad / "test" / "cat")
+    with pytest.raises(NinEdgeError, match=r"test classes \['ant', 'bee'\] differ from train classes \['ant', 'bee', 'cat'\]"):
+        train(cfg(bad, tmp_path / "o2"))
+    # a single class cannot train a classifier
+    one = make_image_folder(tmp_path / "one", classes=("solo",), n_train=20, n_test=4)
+    with pytest.raises(NinEdgeError, match=r"at least 2 classes, found \['solo'\]"):
+        train(cfg(one, tmp_path / "o3"))
+    with pytest.raises(NinEdgeError, match="--val-size 500: must be smaller"):
+        train(cfg(tiny, tmp_path / "o4", val_size=500))
+    with pytest.raises(NinEdgeError, match="--batch-size 1000: larger than"):
+        train(cfg(tiny, tmp_path / "o5", batch_size=1000))
+    with pytest.raises(NinEdgeError, match="unknown model 'nin-nope'"):
+        train(cfg(tiny, tmp_path / "o6", arch="nin-nope"))
+    with pytest.raises(NinEdgeError, match="bundled subsets are evaluation/calibration sets"):
+        train(cfg("bundled:eval", tmp_path / "o7"))
+    (tmp_path / "o8").write_text("a file")
+    with pytest.raises(NinEdgeError, match="o8: --out exists and is not a directory"):
+        train(cfg(tiny, tmp_path / "o8"))
+    assert not any((tmp_path / f"o{i}").exists() for i in range(1, 8))
+
+
+# --------------------------------------------------------------------------- CLI
+def _invoke(args):
+    from typer.testing import CliRunner
+
+    from nin_edge.cli import app
+
+    return CliRunner().invoke(app, args)
+
+
+def test_cli_train_runs_and_bad_inputs_exit_2(tiny, tmp_path):
+    out = tmp_path / "run"
+    common = ["train", "--arch", "nin-seed", "--data", str(tiny), "--epochs", "1", "--batch-size", "16",
+              "--val-size", "6", "--precision", "fp32", "--threads", "1", "--lr", "0.05", "--no-progress"]
+    r = _invoke(common + ["--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "done: 1 epochs" in r.output
+    ck = torch.load(out / "best.pt", weights_only=True)
+    assert ck["command"] == (f"nin-edge train --arch nin-seed --data {tiny} --epochs 1 --out {out} --batch-size 16 "
+                             "--lr 0.05 --weight-decay 0.0005 --label-smoothing 0.1 --warmup-frac 0.15 --val-size 6 "
+                             "--seed 0 --device cpu --precision fp32 --threads 1 --eval-test --no-progress")
+
+    r = _invoke(common + ["--out", str(out)])
+    assert r.exit_code == 2 and "already holds a run" in r.output and "Traceback" not in r.output
+    r = _invoke(common + ["--out", str(out), "--resume", "--force"])
+    assert r.exit_code == 2 and "choose one" in r.output
+    r = _invoke(["train", "--data", str(tmp_path / "nope.tar.gz"), "--out", str(tmp_path / "x"), "--threads", "1"])
+    assert r.exit_code == 2 and "nope.tar.gz: no such file or directory" in r.output
+    r = _invoke(common + ["--out", str(tmp_path / "y"), "--arch", "nin-bn", "--resume"])
+    assert r.exit_code == 2 and "no checkpoint to resume from" in r.output
+    r = _invoke(common + ["--out", str(tmp_path / "z"), "--precision", "int4"])
+    assert r.exit_code == 2 and "int4" in r.output
+    # --resume of a checkpoint for another arch
+    r = _invoke(common[:2] + ["nin-bn"] + common[3:] + ["--out", str(out), "--resume"])
+    assert r.exit_code == 2 and "checkpoint is for arch 'nin-seed', not --arch 'nin-bn'" in r.output
+
+
+# --------------------------------------------------------------------------- model card
+def test_model_card_reports_full_test_split_and_per_class_accuracy(tiny, tmp_path):
+    from nin_edge.checkpoint import load_model
+    from nin_edge.data import load_dataset
+    from nin_edge.modelcard import build_app, write_model_card
+    from nin_edge.preprocess import preprocess
+
+    out = tmp_path / "run"
+    train(cfg(tiny, out, epochs=2, lr=0.02))
+    res = write_model_card(out, evaluate=str(tiny), threads=1)
+    md = (out / "MODEL_CARD.md").read_text()
+    # independent measurement: the card's numbers are those of best.pt on every test image
+    model, meta = load_model(out / "best.pt")
+    ds = load_dataset(tiny, "test")
+    with torch.no_grad():
+        pred = model(torch.from_numpy(preprocess(ds.images))).argmax(1).numpy()
+    top1 = float((pred == ds.labels).mean() * 100)
+    assert res.evaluation.images == 30 and res.evaluation.top1 == pytest.approx(top1)
+    assert f"**{top1:.2f}%** on 30 images" in md
+    for k, c in enumerate(CLASSES):
+        n, correct = int((ds.labels == k).sum()), int((pred[ds.labels == k] == k).sum())
+        assert f"| {c} | {n:,} | {correct:,} | {100 * correct / n:.2f}% |" in md
+    assert "![training loss and top-1 per epoch](curves.png)" in md
+    # started from Python (no command line): the card builds the equivalent command from the stored options
+    assert "not recorded (the run was started from Python" in md
+    assert f"nin-edge train --arch nin-seed --data {tiny} --epochs 2 --batch-size 16 --lr 0.02" in md
+    assert "| Epochs | 2 of 2 planned |" in md
+    assert "torch threads 1), device cpu, 1 process(es)" in md  # the machine the run recorded
+    assert f"epoch {meta['epoch']}" in md
+
+    # refuses to overwrite; CLI errors exit 2 with one line
+    from typer.testing import CliRunner
+
+    r = CliRunner().invoke(build_app(), [str(out)])
+    assert r.exit_code == 2 and "MODEL_CARD.md: already exists" in r.output
+    r = CliRunner().invoke(build_app(), [str(tmp_path / "nope")])
+    assert r.exit_code == 2 and "not a run directory" in r.output
+    r = CliRunner().invoke(build_app(), [str(out), "--force", "--out", str(tmp_path / "card.md")])
+    assert r.exit_code == 0, r.output
+    assert "](run/curves.png)" in (tmp_path / "card.md").read_text()
+    # evaluating on a data set with other classes is refused
+    r = CliRunner().invoke(build_app(), [str(out), "--force", "--evaluate", "bundled:eval"])
+    assert r.exit_code == 2 and "differ from the checkpoint's" in r.output

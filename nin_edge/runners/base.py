@@ -10,7 +10,9 @@ Timing lives in bench.py only; runners never time themselves. A missing backend 
 from __future__ import annotations
 
 import importlib
+import os
 from abc import ABC, abstractmethod
+from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
@@ -25,6 +27,7 @@ class Runner(ABC):
     name: ClassVar[str]
     precisions: ClassVar[tuple[str, ...]]
     devices: ClassVar[tuple[str, ...]] = ("cpu",)
+    default_precision: ClassVar[str] = "fp32"
 
     def __init__(self, bundle: Bundle, precision: str = "fp32", device: str = "cpu", threads: int | None = None,
                  artifact: str | None = None):
@@ -40,6 +43,9 @@ class Runner(ABC):
         self.size = bundle.input_size
         self.num_classes = len(bundle.classes)
         self.batch: int | None = None
+        # what actually runs (artifact, executed precision, provider, threads used...): filled by the hooks,
+        # reported by describe() in every bench row
+        self.info: dict = {}
         self._closed = False
         self._load()
 
@@ -76,7 +82,25 @@ class Runner(ABC):
 
     def describe(self) -> dict:
         """What actually runs: artifact, precision executed, device, threads (reported in every bench row)."""
-        return {"runner": self.name, "precision": self.precision, "device": self.device, "threads": self.threads}
+        return {"runner": self.name, "precision": self.precision, "device": self.device, "threads": self.threads,
+                **self.info}
+
+    @classmethod
+    def present_devices(cls) -> tuple[str, ...]:
+        """The devices of `devices` this machine has (used by `bench --target all`); backends override."""
+        return ("cpu",) if "cpu" in cls.devices else ()
+
+    def artifact_path(self, backend: str | None = None, precision: str | None = None) -> Path:
+        """The bundle's artifact for (backend, precision), or the `artifact` override (relative to the bundle)."""
+        if self.artifact_override:
+            p = Path(self.artifact_override)
+            p = p if p.is_absolute() else self.bundle.root / p
+            if not p.exists():
+                raise NinEdgeError(f"{p}: artifact not found in bundle {self.bundle.root}")
+        else:
+            p = self.bundle.artifact(backend or self.name, precision or self.precision)
+        self.info["artifact"] = os.path.relpath(p, self.bundle.root)
+        return p
 
     def __enter__(self) -> "Runner":
         return self
@@ -100,6 +124,11 @@ class Runner(ABC):
 
     def _close(self) -> None:  # noqa: B027 - optional hook
         pass
+
+
+def default_threads() -> int:
+    """Every core this process may run on (its affinity mask), so a runner's thread count is always explicit."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 # name → ("module:Class", pip extra that provides it)

@@ -6,7 +6,6 @@ one is whole. `Bundle` reads and checks it; `Bundle.artifact(backend, precision)
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -35,11 +34,9 @@ LAYOUT: dict[tuple[str, str], tuple[str, str]] = {
 
 
 def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while b := f.read(1 << 20):
-            h.update(b)
-    return h.hexdigest()
+    from .data import sha256_file
+
+    return sha256_file(path)
 
 
 @dataclass(frozen=True)

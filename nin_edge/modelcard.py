@@ -8,7 +8,6 @@ from the first nin-edge runs) still work: the card says what was not recorded an
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import shlex
 from dataclasses import dataclass
@@ -69,11 +68,9 @@ def evaluate_test_split(model, classes, source: str, batch: int = 500) -> TestEv
 
 
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while b := f.read(1 << 20):
-            h.update(b)
-    return h.hexdigest()
+    from .data import sha256_file
+
+    return sha256_file(path)
 
 
 def _fmt_pct(v) -> str:

@@ -85,11 +85,9 @@ def _stage(name: str, times: dict, say):
 
 
 def _sha256_file(p: Path) -> str:
-    h = hashlib.sha256()
-    with open(p, "rb") as f:
-        while b := f.read(1 << 20):
-            h.update(b)
-    return h.hexdigest()
+    from .data import sha256_file
+
+    return sha256_file(p)
 
 
 def tensorrt_status() -> str:

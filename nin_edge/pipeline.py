@@ -191,6 +191,8 @@ def default_specs(arch: str | None = None) -> list:
 
 
 def run_pipeline(opts: PipelineOptions) -> PipelineResult:
+    from rich.markup import escape
+
     from .bench import BenchOptions, check_specs, run_bench
     from .checkpoint import load_model, shipped_weights
     from .export import ExportOptions, export_bundle
@@ -218,7 +220,7 @@ def run_pipeline(opts: PipelineOptions) -> PipelineResult:
         else:
             weights = Path(opts.weights) if opts.weights else shipped_weights()
         _, meta = load_model(weights)  # fails here, named, if missing/corrupt/wrong arch
-        say(f"  weights: {weights} ({meta['arch']}, {len(meta['classes'])} classes)")
+        say(f"  weights: {escape(str(weights))} ({meta['arch']}, {len(meta['classes'])} classes)")
 
     # ---- 2. bundle (cached by content hash)
     trt = tensorrt_status()
@@ -249,7 +251,7 @@ def run_pipeline(opts: PipelineOptions) -> PipelineResult:
         report = run_bench(BenchOptions(bundle=str(bundle_dir), targets=("all",), data=opts.data,
                                         batches=opts.batches, seconds=opts.seconds, threads=opts.threads,
                                         max_images=opts.max_images,
-                                        specs=tuple(specs), progress=(lambda m: say(f"  {m}")) if opts.progress else None))
+                                        specs=tuple(specs), progress=(lambda m: say(f"  {escape(m)}")) if opts.progress else None))
 
     # ---- 4. verdict + report
     with _stage("verdict", times, say):

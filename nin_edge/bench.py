@@ -567,7 +567,9 @@ def run_bench(opts: BenchOptions) -> BenchReport:
     spec_keys = set()
     for s in opts.specs:
         if s.applicable() is None and (not s.arch or s.arch == bundle.arch):
-            sp = _Plan(s.backend, s.precision, s.device, s.threads, s.artifact, s.batches or opts.batches)
+            # a spec asking for exactly the threads a default row uses is that row, not a second one
+            thr = None if opts.threads is None and s.threads == default_threads() else s.threads
+            sp = _Plan(s.backend, s.precision, s.device, thr, s.artifact, s.batches or opts.batches)
             plans.append(sp)
             spec_keys.add(sp.key)
     if opts.specs:

@@ -314,7 +314,8 @@ def export_bundle(opts: ExportOptions) -> ExportResult:
         quant_info: dict = {}
         keep_float, accuracy = tuple(opts.keep_float), None
         if opts.int8:
-            assert cs is not None
+            if cs is None:  # built above whenever int8 is set; a guard, not user-input validation
+                raise RuntimeError("calibration set missing for an INT8 export")
             from .quantize import calibrate_onnx, quantize_onnx
 
             with st.stage("calibrate", f"{opts.method} on {len(cs)} images ({cs.num_batches} batches)"):

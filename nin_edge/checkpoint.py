@@ -4,12 +4,12 @@ from __future__ import annotations
 import functools
 import os
 import subprocess
-import tempfile
 from pathlib import Path
 
 import torch
 
 from . import __version__
+from .atomic import atomic_write
 from .data import CIFAR10_CLASSES
 from .errors import NinEdgeError
 from .models import create_model, list_models
@@ -25,17 +25,7 @@ def shipped_weights() -> Path:
 
 
 def atomic_torch_save(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
     """Read a nin-edge checkpoint or a plain state_dict. Always `weights_only=True`.

@@ -18,12 +18,11 @@ import contextlib
 import hashlib
 import importlib.util
 import json
-import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from .atomic import atomic_write_text
 from .errors import NinEdgeError
 
 STAGES = ("weights", "bundle", "bench", "verdict")
@@ -144,19 +143,6 @@ def bundle_key(weights: Path, export_opts, calib: str) -> str:
     return h.hexdigest()
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _cached_bundle(out: Path, bundle_dir: Path, key: str):
     """The existing bundle if it was made from the same inputs and is intact, else None."""
     from .bundle import Bundle
@@ -239,7 +225,7 @@ def run_pipeline(opts: PipelineOptions) -> PipelineResult:
                 raise NinEdgeError(f"{bundle_dir}: exists and is not a nin-edge bundle; refusing to replace it")
             (out / CACHE_FILE).unlink(missing_ok=True)  # a half-replaced cache record must never match
             bundle = export_bundle(eo).bundle
-            _atomic_write_text(out / CACHE_FILE, json.dumps(
+            atomic_write_text(out / CACHE_FILE, json.dumps(
                 {"bundle_key": key, "bundle_json_sha256": _sha256_file(bundle_dir / "bundle.json")}, indent=1))
         say(f"  TensorRT engine: {'built' if trt == 'available' else trt}")
 
@@ -265,7 +251,7 @@ def run_pipeline(opts: PipelineOptions) -> PipelineResult:
                       "criteria": [asdict(c) for c in v.criteria]} for v in verdicts],
         "bench": to_json_dict(report, verdicts, samples=False),
     }
-    _atomic_write_text(out / "summary.json", json.dumps(summary, indent=1, default=str) + "\n")
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=1, default=str) + "\n")
     return PipelineResult(out, str(weights), bundle_dir, reused, trt, report, verdicts, times)
 
 

@@ -37,6 +37,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from .atomic import atomic_write_text
 from .bench import BenchReport
 from .errors import NinEdgeError
 
@@ -67,18 +68,7 @@ def write_json(report: BenchReport, path: str | os.PathLike, verdicts=(), force:
                samples: bool = True) -> Path:
     p = Path(path)
     _check_out(p, force)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(to_json_dict(report, verdicts, samples), f, indent=1)
-            f.write("\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return p
+    return atomic_write_text(p, json.dumps(to_json_dict(report, verdicts, samples), indent=1) + "\n")
 
 
 # --------------------------------------------------------------------------- text

@@ -14,12 +14,9 @@ def _write_atomic(path: Path, write, force: bool) -> None:
         raise NinEdgeError(f"{path}: already exists (use --force to replace it)")
     if not path.parent.is_dir():
         raise NinEdgeError(f"{path.parent}: no such directory")
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        write(tmp)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    from ..atomic import atomic_write
+
+    atomic_write(path, write)
 
 
 @app.command("diagnose")

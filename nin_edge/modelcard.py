@@ -22,7 +22,8 @@ CARD_NAME = "MODEL_CARD.md"
 # run options in the order `nin-edge train` lists them, with their CLI spelling
 _OPTIONS = (("arch", "--arch"), ("data", "--data"), ("epochs", "--epochs"), ("batch_size", "--batch-size"),
             ("lr", "--lr"), ("weight_decay", "--weight-decay"), ("label_smoothing", "--label-smoothing"),
-            ("warmup_frac", "--warmup-frac"), ("val_size", "--val-size"), ("seed", "--seed"),
+            ("warmup_frac", "--warmup-frac"), ("cutout", "--cutout"), ("init_from", "--init-from"),
+            ("val_size", "--val-size"), ("seed", "--seed"),
             ("precision", "--precision"), ("device", "--device"), ("max_minutes", "--max-minutes"),
             ("threads", "--threads"), ("out", "--out"))
 
@@ -102,8 +103,39 @@ def _equivalent_command(ck: dict, data: str | None) -> str:
     return shlex.join(parts).replace("ARCHIVE", "<the training archive>")
 
 
+def _stage_seconds(ck: dict) -> float | None:
+    """Training wall time recorded in a checkpoint: elapsed_s, else the sum of its epochs (evaluation excluded)."""
+    if ck.get("elapsed_s") is not None:
+        return float(ck["elapsed_s"])
+    hist = ck.get("history") or []
+    return sum(float(h.get("epoch_seconds", 0.0)) for h in hist) or None
+
+
+def _warm_start_lines(init: dict, stage1: dict | None, data: str | None) -> tuple[list[str], float | None]:
+    """The card's section on the run this one started from (--init-from); → (lines, its training seconds)."""
+    if stage1 is not None and stage1.get("history"):  # the loaded run knows its length better than the record
+        init = {**init, "epochs_total": len(stage1["history"])}
+    lines = ["## Warm start", "",
+             f"This run started from the weights of `{init.get('path')}` (sha256 `{str(init.get('sha256'))[:16]}…`): "
+             f"epoch {init.get('epoch')} of a {init.get('epochs_total') or '?'}-epoch run, validation top-1 "
+             f"{_fmt_pct(init.get('val_top1'))}, test top-1 {_fmt_pct(init.get('test_top1'))} (training precision). "
+             "Optimiser state and learning-rate schedule started fresh; the validation split is the same one, so it "
+             "stayed held out in both runs.", ""]
+    secs = None
+    if stage1 is not None:
+        secs = _stage_seconds(stage1)
+        cmd = stage1.get("command") or _equivalent_command(stage1, data)
+        how = "as recorded" if stage1.get("command") else "equivalent command built from its stored run options"
+        lines += [f"Its command ({how}); {_fmt_minutes(secs) if secs else 'wall time not recorded'} of training:",
+                  "", "```", cmd, "```", ""]
+    else:
+        lines += ["(The starting checkpoint is not at that path any more, so its own command and wall time are "
+                  "not shown.)", ""]
+    return lines, secs
+
+
 def render(ck: dict, run_dir: Path, card_path: Path, weights: Path, evaluation: TestEvaluation | None,
-           data_matches: bool | None, run_record: dict | None = None) -> str:
+           data_matches: bool | None, run_record: dict | None = None, stage1: dict | None = None) -> str:
     """`ck`: the card's checkpoint (weights, its epoch/accuracy); `run_record`: the run's last.pt (whole history)."""
     from . import __version__
     from .envinfo import cpu_info
@@ -165,7 +197,16 @@ def render(ck: dict, run_dir: Path, card_path: Path, weights: Path, evaluation: 
                  f"(in the training precision, {cfg.get('precision', '?')}) |")
     trained = f"{len(history)} of {epochs_planned} planned" if epochs_planned else f"{len(history)}"
     lines.append(f"| Epochs | {trained} |")
+    warm, stage1_s = [], None
+    if ck.get("init_from"):
+        warm, stage1_s = _warm_start_lines(ck["init_from"], stage1,
+                                           evaluation.source if (evaluation and data_matches) else cfg.get("data"))
+        n1 = len(stage1["history"]) if stage1 and stage1.get("history") else ck["init_from"].get("epochs_total")
+        lines.append(f"| Epochs | plus {n1 or '?'} of the run it started from "
+                     f"(see Warm start) |")
     lines.append(f"| Wall time | {wall} |")
+    if stage1_s is not None and "elapsed_s" in last:
+        lines.append(f"| Wall time, both runs | {_fmt_minutes(stage1_s + float(last['elapsed_s']))} |")
     lines.append(f"| Machine | {mach} |")
     code = ck.get("code_version", "?") + (f", commit {ck['code_commit']}" if ck.get("code_commit") else "")
     lines.append(f"| Code | nin-edge {code} (card written by nin-edge {__version__}) |")
@@ -181,6 +222,7 @@ def render(ck: dict, run_dir: Path, card_path: Path, weights: Path, evaluation: 
     lines.append(f"| Seed | {ck.get('seed')} |")
     lines += ["", "## Command", "", f"{command_note}:", "", "```", command, "```", ""]
 
+    lines += warm
     lines += ["## Configuration", "", "| option | value |", "|---|---|"]
     for key, flag in _OPTIONS:
         if cfg.get(key) is not None:
@@ -257,7 +299,18 @@ def write_model_card(run_dir: str | os.PathLike, evaluate: str | None = None, ou
         run_record.pop("optimizer", None)
         if run_record.get("arch") != ck["arch"] or run_record.get("run") != ck.get("run"):
             raise NinEdgeError(f"{run / 'last.pt'}: belongs to another run than {wpath} (arch or run options differ)")
-    md = render(ck, run, card, wpath, evaluation, data_matches, run_record)
+    stage1 = None
+    init = ck.get("init_from")
+    if init and init.get("path") and Path(init["path"]).is_file() and sha256_file(Path(init["path"])) == init.get("sha256"):
+        stage1 = load_checkpoint(init["path"])
+        stage1.pop("optimizer", None)
+        sib = Path(init["path"]).with_name("last.pt")  # its whole history, if the run dir is still there
+        if sib.is_file() and sib != Path(init["path"]):
+            rec1 = load_checkpoint(sib)
+            if rec1.get("run") == stage1.get("run"):
+                stage1["history"] = rec1.get("history", stage1.get("history"))
+                stage1.setdefault("elapsed_s", rec1.get("elapsed_s"))
+    md = render(ck, run, card, wpath, evaluation, data_matches, run_record, stage1)
     card.parent.mkdir(parents=True, exist_ok=True)
     tmp = card.with_name(f".{card.name}.tmp")
     tmp.write_text(md)

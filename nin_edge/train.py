@@ -59,6 +59,8 @@ class TrainConfig:
     device: str = "cpu"
     precision: str = "bf16"
     warmup_frac: float = 0.15
+    cutout: int = 0  # side of a zeroed square per image (DeVries & Taylor 2017); 0 = off
+    init_from: str | None = None  # warm start: weights from this checkpoint, fresh optimiser and schedule
     threads: int | None = None
     resume: bool = False
     force: bool = False
@@ -68,7 +70,9 @@ class TrainConfig:
 
     # options that define a run: --resume refuses a change in any of them
     RUN_DEFINING = ("arch", "data_sha256", "epochs", "batch_size", "lr", "weight_decay", "label_smoothing",
-                    "val_size", "seed", "precision", "warmup_frac")
+                    "val_size", "seed", "precision", "warmup_frac", "cutout", "init_sha256")
+    # run-defining options added later, with the value a checkpoint that lacks them was trained with
+    RUN_DEFAULTS = {"cutout": 0, "init_sha256": None}
 
 
 @dataclass
@@ -181,10 +185,29 @@ def augment(x: torch.Tensor, gen: torch.Generator, pad: int = 4) -> torch.Tensor
     return apply_augment(x, draw_augment(len(x), gen, pad), pad)
 
 
+def draw_cutout(n: int, gen: torch.Generator, h: int, w: int) -> torch.Tensor:
+    """Cutout centres (n, 2): uniform over the image, so a square may hang over the edge (as in the paper)."""
+    return torch.stack([torch.randint(0, h, (n,), generator=gen), torch.randint(0, w, (n,), generator=gen)], 1)
+
+
+def apply_cutout(x: torch.Tensor, centres: torch.Tensor, size: int) -> torch.Tensor:
+    """Zero a size×size square around each centre of a normalised NCHW batch: zero is the dataset mean after
+    THE preprocessing, so the patch carries no signal. One broadcast mask for the whole batch."""
+    h, w = x.shape[-2:]
+    lo = size // 2
+    r = torch.arange(h)[None, :] - (centres[:, :1] - lo)  # (n, h): row offset inside the square
+    c = torch.arange(w)[None, :] - (centres[:, 1:] - lo)
+    inside = ((r >= 0) & (r < size))[:, :, None] & ((c >= 0) & (c < size))[:, None, :]
+    return x.masked_fill(inside[:, None], 0.0)
+
+
 def make_batch(x_all: torch.Tensor, y_all: torch.Tensor, idx: torch.Tensor, draw: AugDraw,
-               dev: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+               dev: torch.device, cutout: tuple[torch.Tensor, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Indices into the uint8 train set → augmented, normalised float32 NCHW (channels_last) and labels."""
-    xb = preprocess_tensor(apply_augment(x_all[idx], draw)).to(dev, non_blocking=True)
+    xb = preprocess_tensor(apply_augment(x_all[idx], draw))
+    if cutout is not None:
+        xb = apply_cutout(xb, *cutout)
+    xb = xb.to(dev, non_blocking=True)
     return xb.contiguous(memory_format=torch.channels_last), y_all[idx].to(dev, non_blocking=True)
 
 
@@ -322,8 +345,9 @@ def _prepare_out(cfg: TrainConfig, out: Path, run_def: dict, classes: tuple[str,
             raise NinEdgeError(f"{last_pt}: checkpoint is for arch '{ck.get('arch')}', not --arch '{cfg.arch}'")
         if tuple(ck.get("classes", ())) != tuple(classes):
             raise NinEdgeError(f"{last_pt}: checkpoint classes {ck.get('classes')} differ from {cfg.data}'s {list(classes)}")
-        changed = [f"{k} ({ck.get('run', {}).get(k)!r} → {v!r})" for k, v in run_def.items()
-                   if ck.get("run", {}).get(k) != v]
+        ck_run = ck.get("run", {})
+        was = {k: ck_run.get(k, TrainConfig.RUN_DEFAULTS.get(k)) for k in run_def}
+        changed = [f"{k} ({was[k]!r} → {v!r})" for k, v in run_def.items() if was[k] != v]
         if changed:
             raise NinEdgeError(f"{last_pt}: --resume with changed run options: {', '.join(changed)}")
         if int(ck["epoch"]) >= cfg.epochs:
@@ -344,6 +368,42 @@ def _refuse_existing_run(cfg: TrainConfig, out: Path) -> list[str]:
         raise NinEdgeError(f"{out}: already holds a run ({', '.join(present)}); continue it with --resume "
                            f"or replace it with --force")
     return present
+
+
+def _init_weights(cfg: TrainConfig, model: nn.Module, classes: tuple[str, ...], data_sha: str) -> dict:
+    """--init-from: load a checkpoint's weights (warm start; optimiser and schedule start fresh).
+
+    The held-out validation split must stay held out: a checkpoint trained on this same data with another
+    split (other --seed or --val-size) has seen images this run validates on, so it is refused.
+    """
+    path = Path(cfg.init_from)
+    if not path.is_file():
+        raise NinEdgeError(f"--init-from {path}: no such checkpoint file")
+    ck = load_checkpoint(path)
+    if ck.get("arch") not in (None, cfg.arch):
+        raise NinEdgeError(f"--init-from {path}: checkpoint is for arch '{ck.get('arch')}', not --arch '{cfg.arch}'")
+    if ck.get("classes") is not None and tuple(ck["classes"]) != tuple(classes):
+        raise NinEdgeError(f"--init-from {path}: checkpoint classes {ck['classes']} differ from {cfg.data}'s {list(classes)}")
+    run = ck.get("run") or {}
+    if ck.get("data_sha256") == data_sha and (run.get("val_size"), run.get("seed")) != (cfg.val_size, cfg.seed):
+        raise NinEdgeError(f"--init-from {path}: it was trained on this data with --val-size {run.get('val_size')} "
+                           f"--seed {run.get('seed')}, so it has seen images of this run's validation split "
+                           f"(--val-size {cfg.val_size} --seed {cfg.seed}); use the same split")
+    try:
+        model.load_state_dict(ck["state_dict"], strict=True)
+    except RuntimeError as e:
+        raise NinEdgeError(f"--init-from {path}: weights do not fit arch '{cfg.arch}' "
+                           f"({str(e).splitlines()[0][:160]})") from None
+    prior = ck.get("history") or []
+    sib = path.with_name("last.pt")  # best.pt's history ends at its epoch; the run's last.pt has all of it
+    if sib != path and sib.is_file():
+        rec = load_checkpoint(sib)
+        if rec.get("run") == run:
+            prior = rec.get("history") or prior
+    return {"path": str(path), "sha256": sha256_file(path), "epoch": ck.get("epoch"),
+            "val_top1": ck.get("val_top1"), "test_top1": ck.get("test_top1"), "command": ck.get("command"),
+            "elapsed_s": ck.get("elapsed_s"), "epochs_total": len(prior) or ck.get("epoch"),
+            "init_from": ck.get("init_from")}
 
 
 # --------------------------------------------------------------------------- the loop
@@ -396,6 +456,7 @@ def _train(cfg: TrainConfig, rank: int, world: int, dev: torch.device) -> TrainR
             nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
+    init_meta = _init_weights(cfg, model, classes, data_sha) if cfg.init_from else None
     model = model.to(dev).to(memory_format=torch.channels_last)
     decay = [p for n, p in model.named_parameters() if p.ndim > 1]
     no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
@@ -408,7 +469,8 @@ def _train(cfg: TrainConfig, rank: int, world: int, dev: torch.device) -> TrainR
     total_steps = steps_per_epoch * cfg.epochs
 
     run_def = {"arch": cfg.arch, "data_sha256": data_sha,
-               **{k: getattr(cfg, k) for k in TrainConfig.RUN_DEFINING if k not in ("arch", "data_sha256")}}
+               "init_sha256": init_meta["sha256"] if init_meta else None,
+               **{k: getattr(cfg, k) for k in TrainConfig.RUN_DEFINING if k not in ("arch", "data_sha256", "init_sha256")}}
 
     # ---- out dir: refuse to clobber a run; --resume continues from last.pt (decided on rank 0, shared)
     last_pt, best_pt = out / "last.pt", out / "best.pt"
@@ -458,6 +520,8 @@ def _train(cfg: TrainConfig, rank: int, world: int, dev: torch.device) -> TrainR
             gen = torch.Generator().manual_seed(cfg.seed * 100003 + epoch)
             perm = torch.randperm(len(train_ds), generator=gen)[: steps_per_epoch * cfg.batch_size]
             aug_gen = torch.Generator().manual_seed(cfg.seed * 100003 + epoch * 7919 + 1)
+            cut_gen = torch.Generator().manual_seed(cfg.seed * 100003 + epoch * 7919 + 3)  # own stream: cutout
+            # leaves the crop/flip draws of a run without it unchanged
             torch.manual_seed(cfg.seed * 100003 + epoch * 7919 + 2 + rank)  # dropout (nin-paper) masks
             ddp.train()
             t_ep, loss_sum, seen = time.time(), torch.zeros((), device=dev), 0
@@ -468,7 +532,8 @@ def _train(cfg: TrainConfig, rank: int, world: int, dev: torch.device) -> TrainR
                 mine = slice(rank, None, world)
                 idx = perm[step * cfg.batch_size:(step + 1) * cfg.batch_size][mine]
                 draw = draw_augment(cfg.batch_size, aug_gen)[mine]
-                xb, yb = make_batch(x_all, y_all, idx, draw, dev)
+                cut = (draw_cutout(cfg.batch_size, cut_gen, *x_all.shape[1:3])[mine], cfg.cutout) if cfg.cutout else None
+                xb, yb = make_batch(x_all, y_all, idx, draw, dev, cut)
                 try:
                     loss = train_step(ddp, opt, xb, yb, amp, cfg.label_smoothing, loss_ok)
                 except FloatingPointError as e:
@@ -500,7 +565,8 @@ def _train(cfg: TrainConfig, rank: int, world: int, dev: torch.device) -> TrainR
                 score = val_top1 if val_top1 is not None else float(epoch)
                 meta = dict(epoch=epoch + 1, val_top1=val_top1, test_top1=test_top1, seed=cfg.seed,
                             data_sha256=data_sha, run=run_def, history=history, config=config,
-                            command=cfg.command, machine=machine, elapsed_s=rec["elapsed_s"])
+                            command=cfg.command, machine=machine, elapsed_s=rec["elapsed_s"],
+                            init_from=init_meta)
                 # best.pt before last.pt: a kill between the two is repaired by resuming (same epoch again)
                 if score > best_val:
                     best_val = score

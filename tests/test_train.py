@@ -276,7 +276,7 @@ def test_cli_train_runs_and_bad_inputs_exit_2(tiny, tmp_path):
     assert "done: 1 epochs" in r.output
     ck = torch.load(out / "best.pt", weights_only=True)
     assert ck["command"] == (f"nin-edge train --arch nin-seed --data {tiny} --epochs 1 --out {out} --batch-size 16 "
-                             "--lr 0.05 --weight-decay 0.0005 --label-smoothing 0.1 --warmup-frac 0.15 --val-size 6 "
+                             "--lr 0.05 --weight-decay 0.0005 --label-smoothing 0.1 --warmup-frac 0.15 --cutout 0 --val-size 6 "
                              "--seed 0 --device cpu --precision fp32 --threads 1 --eval-test --no-progress")
 
     r = _invoke(common + ["--out", str(out)])
@@ -337,3 +337,74 @@ def test_model_card_reports_full_test_split_and_per_class_accuracy(tiny, tmp_pat
     # evaluating on a data set with other classes is refused
     r = CliRunner().invoke(build_app(), [str(out), "--force", "--evaluate", "bundled:eval"])
     assert r.exit_code == 2 and "differ from the checkpoint's" in r.output
+
+
+# --------------------------------------------------------------------------- cutout and --init-from
+def test_cutout_zeroes_one_square_per_image_clipped_at_the_edges():
+    from nin_edge.train import apply_cutout, draw_cutout
+
+    x = torch.randn(4, 3, 8, 8) + 5.0  # no exact zeros before the cutout
+    centres = torch.tensor([[0, 0], [4, 4], [7, 3], [3, 7]])
+    for size in (3, 4):
+        y = apply_cutout(x, centres, size)
+        for i, (cy, cx) in enumerate(centres.tolist()):
+            ref = x[i].clone()
+            lo = size // 2
+            ref[:, max(0, cy - lo):cy - lo + size, max(0, cx - lo):cx - lo + size] = 0.0
+            assert torch.equal(y[i], ref), (size, i)
+    # the centred square is whole; a corner one is clipped (4×4 around (0,0) keeps 2×2 inside)
+    assert int((apply_cutout(x, centres, 4)[1, 0] == 0).sum()) == 16
+    assert int((apply_cutout(x, centres, 4)[0, 0] == 0).sum()) == 4
+    c = draw_cutout(1000, torch.Generator().manual_seed(0), 8, 8)
+    assert c.shape == (1000, 2) and int(c.min()) == 0 and int(c.max()) == 7
+
+
+def test_cutout_run_trains_and_is_part_of_the_run_definition(tiny, tmp_path):
+    out = tmp_path / "cut"
+    r = train(cfg(tiny, out, epochs=2, cutout=8))
+    assert r.epochs_done == 2 and all(math.isfinite(h["train_loss"]) for h in r.history)
+    ck = torch.load(out / "last.pt", weights_only=True)
+    assert ck["run"]["cutout"] == 8
+    with pytest.raises(NinEdgeError, match=r"cutout \(8 → 0\)"):
+        train(cfg(tiny, out, epochs=3, resume=True))
+    # a different cutout changes what the run trains on (same seed otherwise)
+    r0 = train(cfg(tiny, tmp_path / "nocut", epochs=1))
+    r8 = train(cfg(tiny, tmp_path / "cut1", epochs=1, cutout=8))
+    assert r0.history[0]["train_loss"] != r8.history[0]["train_loss"]
+
+
+def test_init_from_warm_starts_and_keeps_the_validation_split_held_out(tiny, tmp_path):
+    from nin_edge.data import sha256_file
+    from nin_edge.modelcard import write_model_card
+
+    a = tmp_path / "a"
+    train(cfg(tiny, a, epochs=2))
+    a_sd = torch.load(a / "best.pt", weights_only=True)["state_dict"]
+    # an lr of ~0 keeps the warm-started weights where they started; a fresh init is far from them
+    b = tmp_path / "b"
+    rb = train(cfg(tiny, b, epochs=1, lr=1e-12, init_from=str(a / "best.pt")))
+    fresh = train(cfg(tiny, tmp_path / "fresh", epochs=1, lr=1e-12))
+    w = "features.0.weight" if "features.0.weight" in a_sd else next(k for k in a_sd if k.endswith("weight"))
+    assert torch.allclose(rb.model.state_dict()[w].float(), a_sd[w].float(), atol=1e-6)
+    assert not torch.allclose(fresh.model.state_dict()[w].float(), a_sd[w].float(), atol=1e-3)
+    ck = torch.load(b / "last.pt", weights_only=True)
+    assert ck["init_from"]["sha256"] == sha256_file(a / "best.pt") and ck["run"]["init_sha256"] == ck["init_from"]["sha256"]
+    assert ck["init_from"]["epochs_total"] == 2
+
+    # the model card tells both runs apart and adds their wall times
+    md = write_model_card(b).markdown
+    assert "## Warm start" in md and str(a / "best.pt") in md and "| Wall time, both runs |" in md
+    assert f"nin-edge train --arch nin-seed --data {tiny} --epochs 2" in md  # the first run's command
+
+    # another split of the same data would validate on images the checkpoint trained on
+    with pytest.raises(NinEdgeError, match="validation split"):
+        train(cfg(tiny, tmp_path / "c", seed=1, init_from=str(a / "best.pt")))
+    with pytest.raises(NinEdgeError, match="validation split"):
+        train(cfg(tiny, tmp_path / "c", val_size=9, init_from=str(a / "best.pt")))
+    with pytest.raises(NinEdgeError, match="not --arch 'nin-bn'"):
+        train(cfg(tiny, tmp_path / "c", arch="nin-bn", init_from=str(a / "best.pt")))
+    with pytest.raises(NinEdgeError, match="no such checkpoint"):
+        train(cfg(tiny, tmp_path / "c", init_from=str(tmp_path / "missing.pt")))
+    # resuming the warm-started run with another starting checkpoint is a different run
+    with pytest.raises(NinEdgeError, match="init_sha256"):
+        train(cfg(tiny, b, epochs=2, lr=1e-12, resume=True, init_from=str(tmp_path / "fresh" / "best.pt")))

@@ -52,6 +52,8 @@ def train_cmd(
     weight_decay: float = typer.Option(5e-4, min=0.0),
     label_smoothing: float = typer.Option(0.1, min=0.0, max=1.0),
     warmup_frac: float = typer.Option(0.15, min=0.0, max=1.0, help="share of steps spent warming up the lr"),
+    cutout: int = typer.Option(0, min=0, help="cutout square side in pixels (0: off); more regularisation for long runs"),
+    init_from: str = typer.Option(None, help="warm start from this checkpoint's weights (fresh optimiser and lr schedule)"),
     val_size: int = typer.Option(5000, min=0, help="train images held out to choose best.pt (0: none)"),
     seed: int = typer.Option(0),
     max_minutes: float = typer.Option(None, min=0.0, help="stop after the epoch that passes this wall time (resume later)"),
@@ -82,6 +84,7 @@ def train_cmd(
             data = str(download_cifar10(p if p.suffix == "" else p.parent))
         r = train(TrainConfig(arch=arch, data=data, out=out, epochs=epochs, batch_size=batch_size, lr=lr,
                               weight_decay=weight_decay, label_smoothing=label_smoothing, warmup_frac=warmup_frac,
+                              cutout=cutout, init_from=init_from,
                               val_size=val_size, seed=seed, max_minutes=max_minutes, device=device.value,
                               precision=precision.value, threads=threads, eval_test=eval_test, progress=progress,
                               resume=resume, force=force, command=_command_line(opts)))

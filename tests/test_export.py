@@ -5,6 +5,7 @@ exports here are fp32-only and evaluate on a 260-image folder so each takes seco
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import stat
@@ -15,6 +16,7 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
+from nin_edge.build.tensorrt import SIDECAR_KEYS, check_sidecar, engine_sidecar
 from nin_edge.bundle import Bundle
 from nin_edge.calibration import pixel_sha256
 from nin_edge.checkpoint import load_model, make_checkpoint
@@ -206,18 +208,54 @@ def test_build_engine_script(default_bundle, tmp_path):
     assert text.startswith("#!/usr/bin/env bash") and "set -euo pipefail" in text
     assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
     assert default_bundle.meta["tensorrt"]["script_sha256"]
-    # Run it against a stand-in trtexec that records its arguments: the commands it would run on a Jetson.
+    # Run it (in a copy of the bundle: it writes engines next to itself) against a stand-in trtexec that records
+    # its arguments: the commands it would run on a Jetson.
+    shutil.copytree(default_bundle.root, tmp_path / "bundle")
+    script = tmp_path / "bundle" / "tensorrt" / "build_engine.sh"
     log = tmp_path / "calls.txt"
     fake = tmp_path / "trtexec"
-    fake.write_text(f'#!/usr/bin/env bash\necho "$@" >> {log}\n')
+    fake.write_text(f'#!/usr/bin/env bash\necho "$@" >> {log}\n'
+                    'for a in "$@"; do case "$a" in --saveEngine=*) echo plan > "${a#--saveEngine=}";; esac; done\n')
     fake.chmod(0o755)
-    env = {**os.environ, "TRTEXEC": str(fake)}
+    # a stand-in nvidia-smi answering the query the script makes, and no python3 tensorrt: version unknown
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    smi = bin_dir / "nvidia-smi"
+    smi.write_text('#!/usr/bin/env bash\necho "NVIDIA H200, 9.0"\n')
+    smi.chmod(0o755)
+    env = {**os.environ, "TRTEXEC": str(fake), "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    engines = script.parent
     r = subprocess.run(["bash", str(script)], capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stderr
+    for prec, src in (("fp32", "model.onnx"), ("fp16", "model.onnx"), ("int8", "model.int8.trt.onnx")):
+        assert (engines / f"model.{prec}.engine").read_text() == "plan\n"
+        side = json.loads((engines / f"model.{prec}.engine.json").read_text())
+        assert set(side) == set(SIDECAR_KEYS)
+        assert side["precision"] == prec and side["source"] == src and side["strongly_typed"] == (prec == "int8")
+        assert side["gpu_name"] == "NVIDIA H200" and side["compute_capability"] == "9.0"
+        assert side["profile"] == {"min": 1, "opt": 1, "max": 64} and side["dla_core"] is None
+        # the runner's check accepts what the script wrote, and refuses it on another GPU or TensorRT
+        check_sidecar(side, engines / f"model.{prec}.engine", tensorrt_version="10.9.0",
+                      compute_capability="9.0", gpu_name="NVIDIA H200", rebuild="x")
+        with pytest.raises(NinEdgeError, match=r"built for NVIDIA H200 \(compute 9.0\).*compute 8.7"):
+            check_sidecar(side, engines / f"model.{prec}.engine", tensorrt_version="10.9.0",
+                          compute_capability="8.7", gpu_name="Orin", rebuild="x")
+    assert not list(engines.glob("*.tmp"))
+    py_side = engine_sidecar("int8", "model.int8.trt.onnx", tensorrt_version="10.9.0", gpu_name="NVIDIA H200",
+                             compute_capability="9.0")
+    assert set(py_side) == set(SIDECAR_KEYS)  # one schema for both builders
+    with pytest.raises(NinEdgeError, match="built with TensorRT 10.9.0, this is TensorRT 10.13"):
+        check_sidecar(py_side, engines / "model.int8.engine", tensorrt_version="10.13", compute_capability="9.0",
+                      gpu_name="NVIDIA H200", rebuild="x")
+    with pytest.raises(NinEdgeError, match="unknown sidecar key"):
+        check_sidecar({**py_side, "tensorrt": "10"}, engines / "x.engine", tensorrt_version="10.9.0",
+                      compute_capability="9.0", gpu_name="NVIDIA H200", rebuild="x")
+    for f in engines.glob("model.*.engine*"):
+        f.unlink()
     calls = log.read_text().splitlines()
     assert len(calls) == 3
     fp32, fp16, int8 = calls
-    root = str(default_bundle.root)
+    root = str(tmp_path / "bundle")
     assert f"--onnx={root}/model.onnx" in fp32 and "--fp16" not in fp32 and "--stronglyTyped" not in fp32
     assert f"--onnx={root}/model.onnx" in fp16 and "--fp16" in fp16
     assert f"--onnx={root}/model.int8.trt.onnx" in int8 and "--stronglyTyped" in int8 and "--int8" not in int8
@@ -226,6 +264,13 @@ def test_build_engine_script(default_bundle, tmp_path):
     r = subprocess.run(["bash", str(script), "int8"], capture_output=True, text=True,
                        env={**env, "DLA_CORE": "0"})
     assert r.returncode == 0 and "--useDLACore=0 --allowGPUFallback" in log.read_text()
+    assert json.loads((engines / "model.int8.engine.json").read_text())["dla_core"] == 0
+    for f in engines.glob("model.*.engine*"):
+        f.unlink()
+    # a trtexec that fails leaves no engine and no sidecar behind
+    fake.write_text("#!/usr/bin/env bash\nexit 3\n")
+    r = subprocess.run(["bash", str(script), "fp32"], capture_output=True, text=True, env=env)
+    assert r.returncode == 3 and not list(engines.glob("model.fp32.engine*"))
     r = subprocess.run(["bash", str(script)], capture_output=True, text=True,
                        env={**os.environ, "TRTEXEC": str(tmp_path / "missing")})
     assert r.returncode == 2 and "trtexec not found" in r.stderr

@@ -6,9 +6,9 @@ version or compute capability, and says how to rebuild it. Device buffers are to
 core dependency), so no pycuda/cuda-python is needed. `device="dla"` deserializes onto the DLA core named in
 the sidecar (Jetson Orin NX/AGX; layers TensorRT could not place there fall back to the GPU at build time).
 
-Sidecar keys read here (all optional): tensorrt_version, gpu_name, compute_capability ("8.7"), dla_core.
-An engine without a sidecar (built on a Jetson by tensorrt/build_engine.sh) still runs — TensorRT refuses a
-plan from another version itself — and its row says the sidecar check was skipped. Not testable on the CPU-only dev machine: tests skip with
+The sidecar schema and its check live in build/tensorrt.py (SIDECAR_KEYS, check_sidecar), shared with both
+builders: the Python API at export and tensorrt/build_engine.sh (trtexec) on the target. An engine without a
+sidecar still runs — TensorRT refuses a plan from another version itself — and its row says the check was skipped. Not testable on the CPU-only dev machine: tests skip with
 the reason; `benchmarks/gpu_check.sh` runs it where a GPU and TensorRT exist.
 """
 from __future__ import annotations
@@ -18,6 +18,7 @@ import json
 import numpy as np
 import tensorrt as trt  # ImportError here → the registry reports BackendUnavailable('tensorrt', extra)
 
+from ..build.tensorrt import check_sidecar
 from ..errors import BackendUnavailable, NinEdgeError
 from .base import Runner
 
@@ -60,25 +61,22 @@ class TensorRtRunner(Runner):
                 meta = json.loads(side.read_text())
             except json.JSONDecodeError as e:
                 raise NinEdgeError(f"{side}: not valid JSON ({e})") from None
-            built_trt = str(meta.get("tensorrt_version", ""))
-            if built_trt and built_trt != trt.__version__:
-                raise NinEdgeError(f"{path}: built with TensorRT {built_trt}, this is TensorRT {trt.__version__}; "
-                                   f"engines are not portable across versions (rebuild: {rebuild})")
+            if not isinstance(meta, dict):
+                raise NinEdgeError(f"{side}: expected a JSON object")
+            check_sidecar(meta, path, tensorrt_version=trt.__version__,
+                          compute_capability="{}.{}".format(*torch.cuda.get_device_capability()),
+                          gpu_name=torch.cuda.get_device_name(), rebuild=rebuild)
+            self.info["sidecar"] = f"checked ({side.name}, built by {meta.get('built_by') or '?'})"
         else:
-            # an engine built on the device by tensorrt/build_engine.sh (trtexec) has no sidecar: TensorRT's own
-            # plan check still refuses a foreign version; the row says the sidecar check did not happen
-            built_trt = None
+            # an engine copied without its sidecar: TensorRT's own plan check still refuses a foreign version;
+            # the row says the sidecar check did not happen
             self.info["sidecar"] = f"missing ({side.name}): version/GPU not checked by nin-edge"
-        cc = "{}.{}".format(*torch.cuda.get_device_capability())
-        if meta.get("compute_capability") and str(meta["compute_capability"]) != cc:
-            raise NinEdgeError(f"{path}: built for {meta.get('gpu_name', '?')} (compute {meta['compute_capability']}), "
-                               f"this GPU is {torch.cuda.get_device_name()} (compute {cc}) (rebuild: {rebuild})")
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
         if self.device == "dla":
             if self._runtime.num_DLA_cores < 1:
                 raise BackendUnavailable("tensorrt", None, why="--device dla: this GPU has no DLA core")
-            self._runtime.DLA_core = int(meta.get("dla_core", 0))
+            self._runtime.DLA_core = int(meta.get("dla_core") or 0)
         try:
             self._engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
         except Exception as e:  # noqa: BLE001 - TensorRT raises RuntimeError/TypeError variants
@@ -95,8 +93,9 @@ class TensorRtRunner(Runner):
                         for n in (self._in_name, self._out_name)}
         self._ctx = self._engine.create_execution_context()
         self._stream = torch.cuda.Stream()
-        self.info.update(executed_precision=self.precision, engine_tensorrt=built_trt,
-                         gpu=torch.cuda.get_device_name(), compute_capability=cc,
+        self.info.update(executed_precision=self.precision, engine_tensorrt=meta.get("tensorrt_version"),
+                         gpu=torch.cuda.get_device_name(),
+                         compute_capability="{}.{}".format(*torch.cuda.get_device_capability()),
                          framework=f"tensorrt {trt.__version__}", dla_core=meta.get("dla_core") if self.device == "dla" else None)
 
     def _prepare(self, batch: int) -> None:

@@ -196,14 +196,14 @@ def render(ck: dict, run_dir: Path, card_path: Path, weights: Path, evaluation: 
     lines.append(f"| Test top-1 during training | {_fmt_pct(ck.get('test_top1'))} at epoch {epoch} "
                  f"(in the training precision, {cfg.get('precision', '?')}) |")
     trained = f"{len(history)} of {epochs_planned} planned" if epochs_planned else f"{len(history)}"
-    lines.append(f"| Epochs | {trained} |")
     warm, stage1_s = [], None
     if ck.get("init_from"):
         warm, stage1_s = _warm_start_lines(ck["init_from"], stage1,
                                            evaluation.source if (evaluation and data_matches) else cfg.get("data"))
         n1 = len(stage1["history"]) if stage1 and stage1.get("history") else ck["init_from"].get("epochs_total")
-        lines.append(f"| Epochs | plus {n1 or '?'} of the run it started from "
-                     f"(see Warm start) |")
+        trained += (f", after {n1} of the run it started from ({len(history) + n1} in all; see Warm start)" if n1
+                    else ", after an unknown number in the run it started from (see Warm start)")
+    lines.append(f"| Epochs | {trained} |")
     lines.append(f"| Wall time | {wall} |")
     if stage1_s is not None and "elapsed_s" in last:
         lines.append(f"| Wall time, both runs | {_fmt_minutes(stage1_s + float(last['elapsed_s']))} |")

@@ -394,6 +394,7 @@ def test_init_from_warm_starts_and_keeps_the_validation_split_held_out(tiny, tmp
     # the model card tells both runs apart and adds their wall times
     md = write_model_card(b).markdown
     assert "## Warm start" in md and str(a / "best.pt") in md and "| Wall time, both runs |" in md
+    assert "| Epochs | 1 of 1 planned, after 2 of the run it started from (3 in all; see Warm start) |" in md
     assert f"nin-edge train --arch nin-seed --data {tiny} --epochs 2" in md  # the first run's command
 
     # another split of the same data would validate on images the checkpoint trained on

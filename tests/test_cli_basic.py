@@ -98,15 +98,11 @@ def test_models_lists_the_zoo_with_counts():
         assert f"{count_macs(m, model_info(name).input_size) / 1e6:,.1f} M" in r.output, f"{name}: MACs"
 
 
-def test_unbuilt_verbs_exit_nonzero_saying_so():
+def test_no_verb_is_a_stub():
+    # every verb the README lists does its work: a "not built yet" placeholder must not ship
     stubs = [n for n, c in commands().items() if "not built yet" in (c.help or "")]
-    if not stubs:
-        pytest.skip("every verb is built; nothing is a stub any more")
-    for name in stubs:
-        r = runner.invoke(app, [name])
-        assert r.exit_code != 0, f"`{name}` is a stub but exits 0"
-        assert "not built yet" in r.output and name in r.output, r.output
-        assert r.output.count("\n") == 1 and "Traceback" not in r.output
+    assert not stubs, f"stub verbs: {stubs}"
+    assert {"train", "export", "bench", "pipeline", "demo", "diagnose"} <= set(commands())
 
 
 # --------------------------------------------------------------------------- bad input through the CLI

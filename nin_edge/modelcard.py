@@ -111,16 +111,19 @@ def _stage_seconds(ck: dict) -> float | None:
     return sum(float(h.get("epoch_seconds", 0.0)) for h in hist) or None
 
 
-def _warm_start_lines(init: dict, stage1: dict | None, data: str | None) -> tuple[list[str], float | None]:
-    """The card's section on the run this one started from (--init-from); → (lines, its training seconds)."""
+def _warm_start_lines(init: dict, stage1: dict | None, data: str | None, level: int = 0) -> tuple[list[str], float | None]:
+    """The card's section on a run this one started from (--init-from, `level` steps back); → (lines, its
+    training seconds)."""
     if stage1 is not None and stage1.get("history"):  # the loaded run knows its length better than the record
         init = {**init, "epochs_total": len(stage1["history"])}
-    lines = ["## Warm start", "",
-             f"This run started from the weights of `{init.get('path')}` (sha256 `{str(init.get('sha256'))[:16]}…`): "
+    head, who = ("## Warm start", "This run") if level == 0 else (f"### … which started from (level {level + 1})",
+                                                                  "That run")
+    lines = [head, "",
+             f"{who} started from the weights of `{init.get('path')}` (sha256 `{str(init.get('sha256'))[:16]}…`): "
              f"epoch {init.get('epoch')} of a {init.get('epochs_total') or '?'}-epoch run, validation top-1 "
              f"{_fmt_pct(init.get('val_top1'))}, test top-1 {_fmt_pct(init.get('test_top1'))} (training precision). "
              "Optimiser state and learning-rate schedule started fresh; the validation split is the same one, so it "
-             "stayed held out in both runs.", ""]
+             "stayed held out in every run.", ""]
     secs = None
     if stage1 is not None:
         secs = _stage_seconds(stage1)
@@ -135,7 +138,8 @@ def _warm_start_lines(init: dict, stage1: dict | None, data: str | None) -> tupl
 
 
 def render(ck: dict, run_dir: Path, card_path: Path, weights: Path, evaluation: TestEvaluation | None,
-           data_matches: bool | None, run_record: dict | None = None, stage1: dict | None = None) -> str:
+           data_matches: bool | None, run_record: dict | None = None,
+           stages: list[tuple[dict, dict | None]] | None = None) -> str:
     """`ck`: the card's checkpoint (weights, its epoch/accuracy); `run_record`: the run's last.pt (whole history)."""
     from . import __version__
     from .envinfo import cpu_info
@@ -196,17 +200,24 @@ def render(ck: dict, run_dir: Path, card_path: Path, weights: Path, evaluation: 
     lines.append(f"| Test top-1 during training | {_fmt_pct(ck.get('test_top1'))} at epoch {epoch} "
                  f"(in the training precision, {cfg.get('precision', '?')}) |")
     trained = f"{len(history)} of {epochs_planned} planned" if epochs_planned else f"{len(history)}"
-    warm, stage1_s = [], None
-    if ck.get("init_from"):
-        warm, stage1_s = _warm_start_lines(ck["init_from"], stage1,
-                                           evaluation.source if (evaluation and data_matches) else cfg.get("data"))
-        n1 = len(stage1["history"]) if stage1 and stage1.get("history") else ck["init_from"].get("epochs_total")
-        trained += (f", after {n1} of the run it started from ({len(history) + n1} in all; see Warm start)" if n1
-                    else ", after an unknown number in the run it started from (see Warm start)")
+    # runs this one warm-started from, nearest first: (the init record stored here, that run's checkpoint or None)
+    stages = stages if stages is not None else ([(ck["init_from"], None)] if ck.get("init_from") else [])
+    warm, prior_epochs, prior_secs = [], 0, 0.0
+    data = evaluation.source if (evaluation and data_matches) else cfg.get("data")
+    for level, (init, stage_ck) in enumerate(stages):
+        part, secs = _warm_start_lines(init, stage_ck, data, level)
+        warm += part
+        n = len(stage_ck["history"]) if stage_ck and stage_ck.get("history") else init.get("epochs_total")
+        prior_epochs = prior_epochs + n if (prior_epochs is not None and n) else None
+        prior_secs = prior_secs + secs if (prior_secs is not None and secs is not None) else None
+    if stages:
+        runs = "the run it started from" if len(stages) == 1 else f"the {len(stages)} runs it started from"
+        trained += (f", after {prior_epochs} of {runs} ({len(history) + prior_epochs} in all; see Warm start)"
+                    if prior_epochs else f", after an unknown number in {runs} (see Warm start)")
     lines.append(f"| Epochs | {trained} |")
     lines.append(f"| Wall time | {wall} |")
-    if stage1_s is not None and "elapsed_s" in last:
-        lines.append(f"| Wall time, both runs | {_fmt_minutes(stage1_s + float(last['elapsed_s']))} |")
+    if stages and prior_secs and "elapsed_s" in last:
+        lines.append(f"| Wall time, all {len(stages) + 1} runs | {_fmt_minutes(prior_secs + float(last['elapsed_s']))} |")
     lines.append(f"| Machine | {mach} |")
     code = ck.get("code_version", "?") + (f", commit {ck['code_commit']}" if ck.get("code_commit") else "")
     lines.append(f"| Code | nin-edge {code} (card written by nin-edge {__version__}) |")
@@ -299,18 +310,23 @@ def write_model_card(run_dir: str | os.PathLike, evaluate: str | None = None, ou
         run_record.pop("optimizer", None)
         if run_record.get("arch") != ck["arch"] or run_record.get("run") != ck.get("run"):
             raise NinEdgeError(f"{run / 'last.pt'}: belongs to another run than {wpath} (arch or run options differ)")
-    stage1 = None
+    stages: list[tuple[dict, dict | None]] = []
     init = ck.get("init_from")
-    if init and init.get("path") and Path(init["path"]).is_file() and sha256_file(Path(init["path"])) == init.get("sha256"):
-        stage1 = load_checkpoint(init["path"])
-        stage1.pop("optimizer", None)
-        sib = Path(init["path"]).with_name("last.pt")  # its whole history, if the run dir is still there
-        if sib.is_file() and sib != Path(init["path"]):
-            rec1 = load_checkpoint(sib)
-            if rec1.get("run") == stage1.get("run"):
-                stage1["history"] = rec1.get("history", stage1.get("history"))
-                stage1.setdefault("elapsed_s", rec1.get("elapsed_s"))
-    md = render(ck, run, card, wpath, evaluation, data_matches, run_record, stage1)
+    while init and len(stages) < 8:  # follow --init-from back while the checkpoints are still where they were
+        p = Path(init.get("path") or "")
+        stage_ck = None
+        if init.get("path") and p.is_file() and sha256_file(p) == init.get("sha256"):
+            stage_ck = load_checkpoint(p)
+            stage_ck.pop("optimizer", None)
+            sib = p.with_name("last.pt")  # its whole history, if the run dir is still there
+            if sib.is_file() and sib != p:
+                rec = load_checkpoint(sib)
+                if rec.get("run") == stage_ck.get("run"):
+                    stage_ck["history"] = rec.get("history", stage_ck.get("history"))
+                    stage_ck.setdefault("elapsed_s", rec.get("elapsed_s"))
+        stages.append((init, stage_ck))
+        init = (stage_ck or init).get("init_from")
+    md = render(ck, run, card, wpath, evaluation, data_matches, run_record, stages)
     card.parent.mkdir(parents=True, exist_ok=True)
     tmp = card.with_name(f".{card.name}.tmp")
     tmp.write_text(md)

@@ -393,8 +393,14 @@ def test_init_from_warm_starts_and_keeps_the_validation_split_held_out(tiny, tmp
 
     # the model card tells both runs apart and adds their wall times
     md = write_model_card(b).markdown
-    assert "## Warm start" in md and str(a / "best.pt") in md and "| Wall time, both runs |" in md
+    assert "## Warm start" in md and str(a / "best.pt") in md and "| Wall time, all 2 runs |" in md
     assert "| Epochs | 1 of 1 planned, after 2 of the run it started from (3 in all; see Warm start) |" in md
+    # a warm start of a warm start: the card follows the chain back and counts every run
+    c3 = tmp_path / "c3"
+    train(cfg(tiny, c3, epochs=1, lr=1e-12, init_from=str(b / "best.pt")))
+    md3 = write_model_card(c3).markdown
+    assert "| Epochs | 1 of 1 planned, after 3 of the 2 runs it started from (4 in all; see Warm start) |" in md3
+    assert "### … which started from (level 2)" in md3 and str(a / "best.pt") in md3 and "| Wall time, all 3 runs |" in md3
     assert f"nin-edge train --arch nin-seed --data {tiny} --epochs 2" in md  # the first run's command
 
     # another split of the same data would validate on images the checkpoint trained on

@@ -59,6 +59,18 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     raise NinEdgeError(f"{p}: neither a nin-edge checkpoint nor a state_dict")
 
 
+def run_history(path: str | os.PathLike, ck: dict) -> list[dict]:
+    """The whole per-epoch history of the run `ck` (read from `path`) belongs to: best.pt's ends at its own
+    epoch, so the run's last.pt next to it is preferred when it records the same run."""
+    path = Path(path)
+    sib = path.with_name("last.pt")
+    if sib != path and sib.is_file():
+        rec = load_checkpoint(sib)
+        if rec.get("run") == ck.get("run"):
+            return list(rec.get("history") or ck.get("history") or [])
+    return list(ck.get("history") or [])
+
+
 def _is_state_dict(obj) -> bool:
     return isinstance(obj, dict) and bool(obj) and all(isinstance(k, str) and isinstance(v, torch.Tensor)
                                                        for k, v in obj.items())

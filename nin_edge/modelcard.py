@@ -104,16 +104,19 @@ def _equivalent_command(ck: dict, data: str | None) -> str:
 
 
 def _stage_seconds(ck: dict) -> float | None:
-    """Training wall time recorded in a checkpoint: elapsed_s, else the sum of its epochs (evaluation excluded)."""
-    if ck.get("elapsed_s") is not None:
-        return float(ck["elapsed_s"])
+    """A run's training wall time: the elapsed_s of its last recorded epoch (best.pt's own is at its epoch),
+    else the sum of its epochs (evaluation excluded)."""
     hist = ck.get("history") or []
+    for rec in (hist[-1] if hist else {}, ck):
+        if rec.get("elapsed_s") is not None:
+            return float(rec["elapsed_s"])
     return sum(float(h.get("epoch_seconds", 0.0)) for h in hist) or None
 
 
-def _warm_start_lines(init: dict, stage1: dict | None, data: str | None, level: int = 0) -> tuple[list[str], float | None]:
+def _warm_start_lines(init: dict, stage1: dict | None, data: str | None,
+                      level: int = 0) -> tuple[list[str], float | None, int | None]:
     """The card's section on a run this one started from (--init-from, `level` steps back); → (lines, its
-    training seconds)."""
+    training seconds, its epochs)."""
     if stage1 is not None and stage1.get("history"):  # the loaded run knows its length better than the record
         init = {**init, "epochs_total": len(stage1["history"])}
     head, who = ("## Warm start", "This run") if level == 0 else (f"### … which started from (level {level + 1})",
@@ -134,7 +137,7 @@ def _warm_start_lines(init: dict, stage1: dict | None, data: str | None, level: 
     else:
         lines += ["(The starting checkpoint is not at that path any more, so its own command and wall time are "
                   "not shown.)", ""]
-    return lines, secs
+    return lines, secs, init.get("epochs_total")
 
 
 def render(ck: dict, run_dir: Path, card_path: Path, weights: Path, evaluation: TestEvaluation | None,
@@ -205,9 +208,8 @@ def render(ck: dict, run_dir: Path, card_path: Path, weights: Path, evaluation: 
     warm, prior_epochs, prior_secs = [], 0, 0.0
     data = evaluation.source if (evaluation and data_matches) else cfg.get("data")
     for level, (init, stage_ck) in enumerate(stages):
-        part, secs = _warm_start_lines(init, stage_ck, data, level)
+        part, secs, n = _warm_start_lines(init, stage_ck, data, level)
         warm += part
-        n = len(stage_ck["history"]) if stage_ck and stage_ck.get("history") else init.get("epochs_total")
         prior_epochs = prior_epochs + n if (prior_epochs is not None and n) else None
         prior_secs = prior_secs + secs if (prior_secs is not None and secs is not None) else None
     if stages:
@@ -276,7 +278,7 @@ def render(ck: dict, run_dir: Path, card_path: Path, weights: Path, evaluation: 
 
 def write_model_card(run_dir: str | os.PathLike, evaluate: str | None = None, out: str | os.PathLike | None = None,
                      weights: str = "best.pt", force: bool = False, threads: int | None = None) -> CardResult:
-    from .checkpoint import load_checkpoint, load_model
+    from .checkpoint import load_checkpoint, load_model, run_history
     from .data import sha256_file
 
     run = Path(run_dir)
@@ -318,12 +320,7 @@ def write_model_card(run_dir: str | os.PathLike, evaluate: str | None = None, ou
         if init.get("path") and p.is_file() and sha256_file(p) == init.get("sha256"):
             stage_ck = load_checkpoint(p)
             stage_ck.pop("optimizer", None)
-            sib = p.with_name("last.pt")  # its whole history, if the run dir is still there
-            if sib.is_file() and sib != p:
-                rec = load_checkpoint(sib)
-                if rec.get("run") == stage_ck.get("run"):
-                    stage_ck["history"] = rec.get("history", stage_ck.get("history"))
-                    stage_ck.setdefault("elapsed_s", rec.get("elapsed_s"))
+            stage_ck["history"] = run_history(p, stage_ck)
         stages.append((init, stage_ck))
         init = (stage_ck or init).get("init_from")
     md = render(ck, run, card, wpath, evaluation, data_matches, run_record, stages)

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import atomic_torch_save, load_checkpoint, make_checkpoint
+from .checkpoint import atomic_torch_save, load_checkpoint, make_checkpoint, run_history
 from .data import Dataset, load_dataset, sha256_file
 from .errors import NinEdgeError
 from .models import create_model, model_info
@@ -394,12 +394,7 @@ def _init_weights(cfg: TrainConfig, model: nn.Module, classes: tuple[str, ...], 
     except RuntimeError as e:
         raise NinEdgeError(f"--init-from {path}: weights do not fit arch '{cfg.arch}' "
                            f"({str(e).splitlines()[0][:160]})") from None
-    prior = ck.get("history") or []
-    sib = path.with_name("last.pt")  # best.pt's history ends at its epoch; the run's last.pt has all of it
-    if sib != path and sib.is_file():
-        rec = load_checkpoint(sib)
-        if rec.get("run") == run:
-            prior = rec.get("history") or prior
+    prior = run_history(path, ck)
     return {"path": str(path), "sha256": sha256_file(path), "epoch": ck.get("epoch"),
             "val_top1": ck.get("val_top1"), "test_top1": ck.get("test_top1"), "command": ck.get("command"),
             "elapsed_s": ck.get("elapsed_s"), "epochs_total": len(prior) or ck.get("epoch"),

@@ -123,7 +123,7 @@ class Ours:
             self._new_epoch()
         idx = self.perm[self.pos:self.pos + self.batch]
         self.pos += self.batch
-        xb, yb = make_batch(self.x_all, self.y_all, idx, draw_augment(self.batch, self.aug_gen), torch.device("cpu"))
+        xb, yb, _ = make_batch(self.x_all, self.y_all, idx, draw_augment(self.batch, self.aug_gen), torch.device("cpu"))
         self.model.train()
         return float(train_step(self.model, self.opt, xb, yb, self.amp, 0.1))
 

@@ -22,7 +22,7 @@ CARD_NAME = "MODEL_CARD.md"
 # run options in the order `nin-edge train` lists them, with their CLI spelling
 _OPTIONS = (("arch", "--arch"), ("data", "--data"), ("epochs", "--epochs"), ("batch_size", "--batch-size"),
             ("lr", "--lr"), ("weight_decay", "--weight-decay"), ("label_smoothing", "--label-smoothing"),
-            ("warmup_frac", "--warmup-frac"), ("cutout", "--cutout"), ("init_from", "--init-from"),
+            ("warmup_frac", "--warmup-frac"), ("cutout", "--cutout"), ("cutmix", "--cutmix"), ("init_from", "--init-from"),
             ("val_size", "--val-size"), ("seed", "--seed"),
             ("precision", "--precision"), ("device", "--device"), ("max_minutes", "--max-minutes"),
             ("threads", "--threads"), ("out", "--out"))

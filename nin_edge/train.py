@@ -60,6 +60,7 @@ class TrainConfig:
     precision: str = "bf16"
     warmup_frac: float = 0.15
     cutout: int = 0  # side of a zeroed square per image (DeVries & Taylor 2017); 0 = off
+    cutmix: float = 0.0  # share of images that get a box pasted from another image (Yun et al. 2019); 0 = off
     init_from: str | None = None  # warm start: weights from this checkpoint, fresh optimiser and schedule
     threads: int | None = None
     resume: bool = False
@@ -70,9 +71,9 @@ class TrainConfig:
 
     # options that define a run: --resume refuses a change in any of them
     RUN_DEFINING = ("arch", "data_sha256", "epochs", "batch_size", "lr", "weight_decay", "label_smoothing",
-                    "val_size", "seed", "precision", "warmup_frac", "cutout", "init_sha256")
+                    "val_size", "seed", "precision", "warmup_frac", "cutout", "cutmix", "init_sha256")
     # run-defining options added later, with the value a checkpoint that lacks them was trained with
-    RUN_DEFAULTS = {"cutout": 0, "init_sha256": None}
+    RUN_DEFAULTS = {"cutout": 0, "cutmix": 0.0, "init_sha256": None}
 
 
 @dataclass
@@ -201,22 +202,76 @@ def apply_cutout(x: torch.Tensor, centres: torch.Tensor, size: int) -> torch.Ten
     return x.masked_fill(inside[:, None], 0.0)
 
 
+@dataclass(frozen=True)
+class MixDraw:
+    """CutMix draws for a batch: which images get a box, the partner image (any training image, with its own
+    crop/flip) and the box [y0, y1) × [x0, x1). Sliced per rank like the sample indices."""
+
+    use: torch.Tensor
+    partner: torch.Tensor
+    partner_aug: AugDraw
+    box: torch.Tensor  # (n, 4): y0, y1, x0, x1
+
+    def __getitem__(self, sl) -> "MixDraw":
+        return MixDraw(self.use[sl], self.partner[sl], self.partner_aug[sl], self.box[sl])
+
+
+def draw_cutmix(n: int, gen: torch.Generator, n_train: int, h: int, w: int, prob: float) -> MixDraw:
+    """Per image: with probability `prob`, a box of area share 1 − λ, λ ~ Beta(1, 1) = U(0, 1) as in the paper,
+    centred uniformly and clipped at the edges (so the pasted share is measured from the box, not from λ).
+    The partner is drawn from the whole training set, not from the batch: a rank's slice then needs no
+    other rank's images, and DDP mixes exactly what one process would."""
+    use = torch.rand(n, generator=gen) < prob
+    partner = torch.randint(0, n_train, (n,), generator=gen)
+    partner_aug = draw_augment(n, gen)
+    side = torch.sqrt(1.0 - torch.rand(n, generator=gen))  # box side as a share of the image side
+    cy, cx = torch.randint(0, h, (n,), generator=gen), torch.randint(0, w, (n,), generator=gen)
+    hh, hw = (side * h).long() // 2, (side * w).long() // 2
+    box = torch.stack([(cy - hh).clamp(0, h), (cy + hh).clamp(0, h), (cx - hw).clamp(0, w), (cx + hw).clamp(0, w)], 1)
+    return MixDraw(use, partner, partner_aug, box)
+
+
+def cutmix_mask(m: MixDraw, h: int, w: int) -> torch.Tensor:
+    """(n, h, w) bool: the pixels that come from the partner (all False where `use` is False)."""
+    r, c = torch.arange(h)[None, :], torch.arange(w)[None, :]
+    rows = (r >= m.box[:, :1]) & (r < m.box[:, 1:2])
+    cols = (c >= m.box[:, 2:3]) & (c < m.box[:, 3:4])
+    return rows[:, :, None] & cols[:, None, :] & m.use[:, None, None]
+
+
 def make_batch(x_all: torch.Tensor, y_all: torch.Tensor, idx: torch.Tensor, draw: AugDraw,
-               dev: torch.device, cutout: tuple[torch.Tensor, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Indices into the uint8 train set → augmented, normalised float32 NCHW (channels_last) and labels."""
+               dev: torch.device, cutout: tuple[torch.Tensor, int] | None = None, mix: MixDraw | None = None,
+               ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
+    """Indices into the uint8 train set → augmented, normalised float32 NCHW (channels_last), labels, and for
+    CutMix (partner labels, share of each image that is its own) — None without CutMix."""
     xb = preprocess_tensor(apply_augment(x_all[idx], draw))
+    yb, mixed = y_all[idx], None
+    if mix is not None:  # paste before cutout: a cutout square may then hide part of either image
+        xp = preprocess_tensor(apply_augment(x_all[mix.partner], mix.partner_aug))
+        mask = cutmix_mask(mix, *xb.shape[-2:])
+        xb = torch.where(mask[:, None], xp, xb)
+        own = 1.0 - mask.flatten(1).float().mean(1)
+        mixed = (y_all[mix.partner].to(dev, non_blocking=True), own.to(dev, non_blocking=True))
     if cutout is not None:
         xb = apply_cutout(xb, *cutout)
     xb = xb.to(dev, non_blocking=True)
-    return xb.contiguous(memory_format=torch.channels_last), y_all[idx].to(dev, non_blocking=True)
+    return xb.contiguous(memory_format=torch.channels_last), yb.to(dev, non_blocking=True), mixed
 
 
 def train_step(model: nn.Module, opt: torch.optim.Optimizer, xb: torch.Tensor, yb: torch.Tensor,
                amp: torch.dtype | None, label_smoothing: float,
-               loss_ok: Callable[[torch.Tensor], bool] = lambda loss: bool(torch.isfinite(loss))) -> torch.Tensor:
-    """One SGD step; returns the (detached) loss. A non-finite loss stops before it can touch the weights."""
+               loss_ok: Callable[[torch.Tensor], bool] = lambda loss: bool(torch.isfinite(loss)),
+               mixed: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """One SGD step; returns the (detached) loss. A non-finite loss stops before it can touch the weights.
+    `mixed` = (partner labels, own share): each image's loss is split between its two labels by pixel share."""
     with torch.autocast(xb.device.type, dtype=amp, enabled=amp is not None):
-        loss = F.cross_entropy(model(xb), yb, label_smoothing=label_smoothing)
+        logits = model(xb)
+        if mixed is None:
+            loss = F.cross_entropy(logits, yb, label_smoothing=label_smoothing)
+        else:
+            y2, own = mixed
+            ce = lambda y: F.cross_entropy(logits, y, reduction="none", label_smoothing=label_smoothing)  # noqa: E731
+            loss = (own * ce(yb) + (1.0 - own) * ce(y2)).mean()
     if not loss_ok(loss.detach()):
         raise FloatingPointError(float(loss.detach()))
     opt.zero_grad(set_to_none=True)
@@ -515,8 +570,9 @@ def _train(cfg: TrainConfig, rank: int, world: int, dev: torch.device) -> TrainR
             gen = torch.Generator().manual_seed(cfg.seed * 100003 + epoch)
             perm = torch.randperm(len(train_ds), generator=gen)[: steps_per_epoch * cfg.batch_size]
             aug_gen = torch.Generator().manual_seed(cfg.seed * 100003 + epoch * 7919 + 1)
-            cut_gen = torch.Generator().manual_seed(cfg.seed * 100003 + epoch * 7919 + 3)  # own stream: cutout
-            # leaves the crop/flip draws of a run without it unchanged
+            cut_gen = torch.Generator().manual_seed(cfg.seed * 100003 + epoch * 7919 + 3)  # own streams: cutout
+            mix_gen = torch.Generator().manual_seed(cfg.seed * 100003 + epoch * 7919 + 4)  # and CutMix leave
+            # the crop/flip draws of a run without them unchanged
             torch.manual_seed(cfg.seed * 100003 + epoch * 7919 + 2 + rank)  # dropout (nin-paper) masks
             ddp.train()
             t_ep, loss_sum, seen = time.time(), torch.zeros((), device=dev), 0
@@ -528,9 +584,11 @@ def _train(cfg: TrainConfig, rank: int, world: int, dev: torch.device) -> TrainR
                 idx = perm[step * cfg.batch_size:(step + 1) * cfg.batch_size][mine]
                 draw = draw_augment(cfg.batch_size, aug_gen)[mine]
                 cut = (draw_cutout(cfg.batch_size, cut_gen, *x_all.shape[1:3])[mine], cfg.cutout) if cfg.cutout else None
-                xb, yb = make_batch(x_all, y_all, idx, draw, dev, cut)
+                mix = draw_cutmix(cfg.batch_size, mix_gen, len(x_all), *x_all.shape[1:3], cfg.cutmix)[mine] \
+                    if cfg.cutmix else None
+                xb, yb, mixed = make_batch(x_all, y_all, idx, draw, dev, cut, mix)
                 try:
-                    loss = train_step(ddp, opt, xb, yb, amp, cfg.label_smoothing, loss_ok)
+                    loss = train_step(ddp, opt, xb, yb, amp, cfg.label_smoothing, loss_ok, mixed)
                 except FloatingPointError as e:
                     raise stop_nonfinite(f"non-finite loss ({e}) at epoch {epoch + 1} step {step + 1}") from None
                 loss_sum += loss * len(idx)

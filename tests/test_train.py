@@ -429,10 +429,90 @@ def test_cutout_draws_are_sliced_per_rank_like_crops_and_flips():
     idx = torch.randperm(64, generator=torch.Generator().manual_seed(0))[:16]
     d = draw_augment(16, torch.Generator().manual_seed(1))
     c = draw_cutout(16, torch.Generator().manual_seed(2), 32, 32)
-    full, yf = make_batch(x_all, y_all, idx, d, torch.device("cpu"), (c, 8))
+    full, yf, _ = make_batch(x_all, y_all, idx, d, torch.device("cpu"), (c, 8))
     assert int((full == 0).sum()) > 0
     for world in (2, 4):
         for rank in range(world):
             mine = slice(rank, None, world)
-            xb, yb = make_batch(x_all, y_all, idx[mine], d[mine], torch.device("cpu"), (c[mine], 8))
+            xb, yb, _ = make_batch(x_all, y_all, idx[mine], d[mine], torch.device("cpu"), (c[mine], 8))
             assert torch.equal(xb, full[mine]) and torch.equal(yb, yf[mine])
+
+
+# --------------------------------------------------------------------------- CutMix
+def test_cutmix_pastes_one_box_from_the_partner_and_weights_labels_by_area():
+    from nin_edge.preprocess import preprocess_tensor
+    from nin_edge.train import apply_augment, cutmix_mask, draw_cutmix, make_batch
+
+    m = draw_cutmix(4000, torch.Generator().manual_seed(0), 50, 32, 32, 0.5)
+    share = cutmix_mask(m, 32, 32).flatten(1).float().mean(1)
+    assert abs(float(m.use.float().mean()) - 0.5) < 0.03  # the requested share of images is mixed
+    assert float(share[~m.use].max()) == 0.0  # the others are untouched
+    assert 0.0 <= float(share.min()) and float(share.max()) <= 1.0
+    assert int(m.partner.min()) == 0 and int(m.partner.max()) == 49
+    assert bool(((m.box[:, 0] <= m.box[:, 1]) & (m.box[:, 2] <= m.box[:, 3])).all())
+    assert int(m.box.min()) >= 0 and int(m.box.max()) <= 32
+
+    # the batch: inside the box the partner's (own crop/flip) pixels, outside the image's own; labels by area
+    x_all = torch.randint(0, 255, (50, 32, 32, 3), dtype=torch.uint8)
+    y_all = torch.arange(50) % 7
+    idx = torch.arange(16)
+    d = draw_augment(16, torch.Generator().manual_seed(1))
+    sub = m[:16]
+    xb, yb, (y2, own) = make_batch(x_all, y_all, idx, d, torch.device("cpu"), None, sub)
+    mask = cutmix_mask(sub, 32, 32)[:, None].expand(-1, 3, -1, -1)
+    mine = preprocess_tensor(apply_augment(x_all[idx], d))
+    theirs = preprocess_tensor(apply_augment(x_all[sub.partner], sub.partner_aug))
+    assert torch.equal(xb[mask], theirs[mask]) and torch.equal(xb[~mask], mine[~mask])
+    assert torch.equal(yb, y_all[idx]) and torch.equal(y2, y_all[sub.partner])
+    assert torch.allclose(own, 1.0 - mask[:, 0].flatten(1).float().mean(1))
+    assert bool((own[~sub.use] == 1.0).all()) and bool((own[sub.use] < 1.0).any())
+
+
+def test_cutmix_loss_splits_each_image_between_its_two_labels():
+    from nin_edge.train import train_step
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3))
+    x = torch.randn(6, 3, 2, 2)
+    y, y2 = torch.tensor([0, 1, 2, 0, 1, 2]), torch.tensor([1, 1, 0, 2, 0, 0])
+    own = torch.tensor([1.0, 0.25, 0.5, 1.0, 0.0, 0.9])
+    logits = model(x).detach()
+    want = (own * F.cross_entropy(logits, y, reduction="none", label_smoothing=0.1)
+            + (1 - own) * F.cross_entropy(logits, y2, reduction="none", label_smoothing=0.1)).mean()
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    got = train_step(model, opt, x, y, None, 0.1, mixed=(y2, own))
+    assert torch.allclose(got, want) and not torch.allclose(got, F.cross_entropy(logits, y, label_smoothing=0.1))
+    # every image wholly its own: the plain loss
+    same = train_step(model, opt, x, y, None, 0.1, mixed=(y2, torch.ones(6)))
+    assert torch.allclose(same, F.cross_entropy(logits, y, label_smoothing=0.1))
+
+
+def test_cutmix_draws_are_sliced_per_rank_like_crops_and_flips():
+    from nin_edge.train import draw_cutmix, make_batch
+
+    x_all = torch.randint(0, 255, (64, 32, 32, 3), dtype=torch.uint8)
+    y_all = torch.arange(64) % 3
+    idx = torch.randperm(64, generator=torch.Generator().manual_seed(0))[:16]
+    d = draw_augment(16, torch.Generator().manual_seed(1))
+    m = draw_cutmix(16, torch.Generator().manual_seed(2), 64, 32, 32, 1.0)
+    full, yf, (y2f, ownf) = make_batch(x_all, y_all, idx, d, torch.device("cpu"), None, m)
+    for world in (2, 4):
+        for rank in range(world):
+            mine = slice(rank, None, world)
+            xb, yb, (y2, own) = make_batch(x_all, y_all, idx[mine], d[mine], torch.device("cpu"), None, m[mine])
+            assert torch.equal(xb, full[mine]) and torch.equal(yb, yf[mine])
+            assert torch.equal(y2, y2f[mine]) and torch.equal(own, ownf[mine])
+
+
+def test_cutmix_run_trains_and_is_part_of_the_run_definition(tiny, tmp_path):
+    out = tmp_path / "cm"
+    r = train(cfg(tiny, out, epochs=2, cutmix=0.5))
+    assert r.epochs_done == 2 and all(math.isfinite(h["train_loss"]) for h in r.history)
+    ck = torch.load(out / "last.pt", weights_only=True)
+    assert ck["run"]["cutmix"] == 0.5
+    with pytest.raises(NinEdgeError, match=r"cutmix \(0.5 → 0.0\)"):
+        train(cfg(tiny, out, epochs=3, resume=True))
+    # CutMix draws from its own stream: the run without it is unchanged, the run with it differs
+    r0 = train(cfg(tiny, tmp_path / "plain", epochs=1))
+    r5 = train(cfg(tiny, tmp_path / "cm1", epochs=1, cutmix=0.5))
+    assert r0.history[0]["train_loss"] != r5.history[0]["train_loss"]

@@ -53,6 +53,8 @@ def train_cmd(
     label_smoothing: float = typer.Option(0.1, min=0.0, max=1.0),
     warmup_frac: float = typer.Option(0.15, min=0.0, max=1.0, help="share of steps spent warming up the lr"),
     cutout: int = typer.Option(0, min=0, help="cutout square side in pixels (0: off); more regularisation for long runs"),
+    cutmix: float = typer.Option(0.0, min=0.0, max=1.0, help="share of images given a box pasted from another "
+                                 "training image, labels mixed by area (0: off)"),
     init_from: str = typer.Option(None, help="warm start from this checkpoint's weights (fresh optimiser and lr schedule)"),
     val_size: int = typer.Option(5000, min=0, help="train images held out to choose best.pt (0: none)"),
     seed: int = typer.Option(0),
@@ -84,7 +86,7 @@ def train_cmd(
             data = str(download_cifar10(p if p.suffix == "" else p.parent))
         r = train(TrainConfig(arch=arch, data=data, out=out, epochs=epochs, batch_size=batch_size, lr=lr,
                               weight_decay=weight_decay, label_smoothing=label_smoothing, warmup_frac=warmup_frac,
-                              cutout=cutout, init_from=init_from,
+                              cutout=cutout, cutmix=cutmix, init_from=init_from,
                               val_size=val_size, seed=seed, max_minutes=max_minutes, device=device.value,
                               precision=precision.value, threads=threads, eval_test=eval_test, progress=progress,
                               resume=resume, force=force, command=_command_line(opts)))

@@ -276,7 +276,7 @@ def test_cli_train_runs_and_bad_inputs_exit_2(tiny, tmp_path):
     assert "done: 1 epochs" in r.output
     ck = torch.load(out / "best.pt", weights_only=True)
     assert ck["command"] == (f"nin-edge train --arch nin-seed --data {tiny} --epochs 1 --out {out} --batch-size 16 "
-                             "--lr 0.05 --weight-decay 0.0005 --label-smoothing 0.1 --warmup-frac 0.15 --cutout 0 --val-size 6 "
+                             "--lr 0.05 --weight-decay 0.0005 --label-smoothing 0.1 --warmup-frac 0.15 --cutout 0 --cutmix 0.0 --val-size 6 "
                              "--seed 0 --device cpu --precision fp32 --threads 1 --eval-test --no-progress")
 
     r = _invoke(common + ["--out", str(out)])
@@ -510,6 +510,9 @@ def test_cutmix_run_trains_and_is_part_of_the_run_definition(tiny, tmp_path):
     assert r.epochs_done == 2 and all(math.isfinite(h["train_loss"]) for h in r.history)
     ck = torch.load(out / "last.pt", weights_only=True)
     assert ck["run"]["cutmix"] == 0.5
+    from nin_edge.modelcard import write_model_card
+
+    assert "| `--cutmix` | 0.5 |" in write_model_card(out).markdown  # the card names the recipe
     with pytest.raises(NinEdgeError, match=r"cutmix \(0.5 → 0.0\)"):
         train(cfg(tiny, out, epochs=3, resume=True))
     # CutMix draws from its own stream: the run without it is unchanged, the run with it differs

@@ -594,7 +594,7 @@ def run_bench(opts: BenchOptions) -> BenchReport:
     noisy = [f"{r.label} b{s.batch}" for r in rows for s in r.latency if s.noisy]
     if noisy:
         notes.append(f"noisy (round medians >{NOISY_SPREAD:.0%} apart; see CV): {', '.join(noisy)}")
-    if ref is None and opts.accuracy:
+    if ref is None and opts.accuracy and plans:  # with no row to run, no reference was needed
         notes.append("no fp32 reference (bundle has neither model.onnx nor model.pt): agreement not measured")
 
     affinity = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None

@@ -359,18 +359,22 @@ def test_cutout_zeroes_one_square_per_image_clipped_at_the_edges():
     assert c.shape == (1000, 2) and int(c.min()) == 0 and int(c.max()) == 7
 
 
-def test_cutout_run_trains_and_is_part_of_the_run_definition(tiny, tmp_path):
-    out = tmp_path / "cut"
-    r = train(cfg(tiny, out, epochs=2, cutout=8))
+@pytest.mark.parametrize("option, value, off", [("cutout", 8, 0), ("cutmix", 0.5, 0.0)])
+def test_extra_augmentation_trains_and_is_part_of_the_run_definition(tiny, tmp_path, option, value, off):
+    from nin_edge.modelcard import write_model_card
+
+    out = tmp_path / "aug"
+    r = train(cfg(tiny, out, epochs=2, **{option: value}))
     assert r.epochs_done == 2 and all(math.isfinite(h["train_loss"]) for h in r.history)
     ck = torch.load(out / "last.pt", weights_only=True)
-    assert ck["run"]["cutout"] == 8
-    with pytest.raises(NinEdgeError, match=r"cutout \(8 → 0\)"):
+    assert ck["run"][option] == value
+    assert f"| `--{option}` | {value} |" in write_model_card(out).markdown  # the card names the recipe
+    with pytest.raises(NinEdgeError, match=rf"{option} \({value} → {off}\)"):
         train(cfg(tiny, out, epochs=3, resume=True))
-    # a different cutout changes what the run trains on (same seed otherwise)
-    r0 = train(cfg(tiny, tmp_path / "nocut", epochs=1))
-    r8 = train(cfg(tiny, tmp_path / "cut1", epochs=1, cutout=8))
-    assert r0.history[0]["train_loss"] != r8.history[0]["train_loss"]
+    # each draws from its own stream: the run without it is unchanged, the run with it trains on other images
+    r0 = train(cfg(tiny, tmp_path / "plain", epochs=1))
+    r1 = train(cfg(tiny, tmp_path / "aug1", epochs=1, **{option: value}))
+    assert r0.history[0]["train_loss"] != r1.history[0]["train_loss"]
 
 
 def test_init_from_warm_starts_and_keeps_the_validation_split_held_out(tiny, tmp_path):
@@ -502,20 +506,3 @@ def test_cutmix_draws_are_sliced_per_rank_like_crops_and_flips():
             xb, yb, (y2, own) = make_batch(x_all, y_all, idx[mine], d[mine], torch.device("cpu"), None, m[mine])
             assert torch.equal(xb, full[mine]) and torch.equal(yb, yf[mine])
             assert torch.equal(y2, y2f[mine]) and torch.equal(own, ownf[mine])
-
-
-def test_cutmix_run_trains_and_is_part_of_the_run_definition(tiny, tmp_path):
-    out = tmp_path / "cm"
-    r = train(cfg(tiny, out, epochs=2, cutmix=0.5))
-    assert r.epochs_done == 2 and all(math.isfinite(h["train_loss"]) for h in r.history)
-    ck = torch.load(out / "last.pt", weights_only=True)
-    assert ck["run"]["cutmix"] == 0.5
-    from nin_edge.modelcard import write_model_card
-
-    assert "| `--cutmix` | 0.5 |" in write_model_card(out).markdown  # the card names the recipe
-    with pytest.raises(NinEdgeError, match=r"cutmix \(0.5 → 0.0\)"):
-        train(cfg(tiny, out, epochs=3, resume=True))
-    # CutMix draws from its own stream: the run without it is unchanged, the run with it differs
-    r0 = train(cfg(tiny, tmp_path / "plain", epochs=1))
-    r5 = train(cfg(tiny, tmp_path / "cm1", epochs=1, cutmix=0.5))
-    assert r0.history[0]["train_loss"] != r5.history[0]["train_loss"]

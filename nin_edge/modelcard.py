@@ -23,6 +23,7 @@ CARD_NAME = "MODEL_CARD.md"
 _OPTIONS = (("arch", "--arch"), ("data", "--data"), ("epochs", "--epochs"), ("batch_size", "--batch-size"),
             ("lr", "--lr"), ("weight_decay", "--weight-decay"), ("label_smoothing", "--label-smoothing"),
             ("warmup_frac", "--warmup-frac"), ("cutout", "--cutout"), ("cutmix", "--cutmix"), ("init_from", "--init-from"),
+            ("teachers", "--teacher"), ("kd_alpha", "--kd-alpha"), ("kd_temperature", "--kd-temperature"),
             ("val_size", "--val-size"), ("seed", "--seed"),
             ("precision", "--precision"), ("device", "--device"), ("max_minutes", "--max-minutes"),
             ("threads", "--threads"), ("out", "--out"))
@@ -99,7 +100,8 @@ def _equivalent_command(ck: dict, data: str | None) -> str:
             if key == "data":
                 parts += [flag, "ARCHIVE"]
             continue
-        parts += [flag, str(v)]
+        for one in (v if isinstance(v, (list, tuple)) else [v]):  # --teacher repeats
+            parts += [flag, str(one)]
     return shlex.join(parts).replace("ARCHIVE", "<the training archive>")
 
 
@@ -238,8 +240,9 @@ def render(ck: dict, run_dir: Path, card_path: Path, weights: Path, evaluation: 
     lines += warm
     lines += ["## Configuration", "", "| option | value |", "|---|---|"]
     for key, flag in _OPTIONS:
-        if cfg.get(key) is not None:
-            lines.append(f"| `{flag}` | {cfg[key]} |")
+        v = cfg.get(key)
+        if v is not None and v != [] and v != ():
+            lines.append(f"| `{flag}` | {', '.join(map(str, v)) if isinstance(v, (list, tuple)) else v} |")
     lines.append("")
 
     if evaluation:

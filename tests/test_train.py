@@ -506,3 +506,66 @@ def test_cutmix_draws_are_sliced_per_rank_like_crops_and_flips():
             xb, yb, (y2, own) = make_batch(x_all, y_all, idx[mine], d[mine], torch.device("cpu"), None, m[mine])
             assert torch.equal(xb, full[mine]) and torch.equal(yb, yf[mine])
             assert torch.equal(y2, y2f[mine]) and torch.equal(own, ownf[mine])
+
+
+# --------------------------------------------------------------------------- distillation
+def test_distillation_loss_is_alpha_kl_at_temperature_plus_the_label_loss():
+    from nin_edge.train import Teacher, train_step
+
+    torch.manual_seed(0)
+    student = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3))
+    teachers = [torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3)) for _ in range(2)]
+    x, y = torch.randn(6, 3, 2, 2), torch.tensor([0, 1, 2, 0, 1, 2])
+    alpha, t = 0.7, 3.0
+    s = student(x).detach()
+    with torch.no_grad():
+        p = torch.stack([F.softmax(m(x) / t, 1) for m in teachers]).mean(0)  # the ensemble's softened target
+    kl = (p * (p.log() - F.log_softmax(s / t, 1))).sum(1).mean() * t * t
+    want = alpha * kl + (1 - alpha) * F.cross_entropy(s, y, label_smoothing=0.1)
+    opt = torch.optim.SGD(student.parameters(), lr=0.0)
+    got = train_step(student, opt, x, y, None, 0.1, teacher=Teacher(teachers, alpha, t))
+    assert torch.allclose(got, want, atol=1e-6) and not torch.allclose(got, F.cross_entropy(s, y, label_smoothing=0.1))
+    # a student that already matches its teacher has nothing to learn from it: only the label share is left
+    import copy
+
+    clone = Teacher([copy.deepcopy(student)], 0.5, t)
+    assert torch.allclose(train_step(student, opt, x, y, None, 0.1, teacher=clone),
+                          0.5 * F.cross_entropy(s, y, label_smoothing=0.1), atol=1e-6)
+    assert all(not q.requires_grad for m in teachers for q in m.parameters())  # frozen
+
+
+def test_distillation_trains_is_recorded_and_refuses_bad_teachers(tiny, tmp_path):
+    from nin_edge.data import sha256_file
+    from nin_edge.modelcard import write_model_card
+
+    a = tmp_path / "teacher"
+    train(cfg(tiny, a, epochs=2))
+    t = str(a / "best.pt")
+    out = tmp_path / "kd"
+    r = train(cfg(tiny, out, epochs=2, teachers=(t, t), kd_alpha=1.0, cutmix=0.5))
+    assert r.epochs_done == 2 and all(math.isfinite(h["train_loss"]) for h in r.history)
+    # pure distillation from the teacher: its loss is not the label loss of the same run without a teacher
+    plain = train(cfg(tiny, tmp_path / "plain", epochs=1, cutmix=0.5))
+    assert plain.history[0]["train_loss"] != r.history[0]["train_loss"]
+    ck = torch.load(out / "last.pt", weights_only=True)
+    assert ck["run"]["kd"] == {"teachers_sha256": [sha256_file(a / "best.pt")] * 2, "alpha": 1.0, "temperature": 4.0}
+    md = write_model_card(out).markdown
+    assert f"| `--teacher` | {t}, {t} |" in md and "| `--kd-alpha` | 1.0 |" in md
+    with pytest.raises(NinEdgeError, match=r"kd \(.*alpha.: 1\.0.* → .*alpha.: 0\.5"):
+        train(cfg(tiny, out, epochs=3, resume=True, teachers=(t, t), kd_alpha=0.5, cutmix=0.5))
+    with pytest.raises(NinEdgeError, match=r"kd \(.* → None\)"):
+        train(cfg(tiny, out, epochs=3, resume=True, cutmix=0.5))
+
+    bad = tmp_path / "bad"
+    with pytest.raises(NinEdgeError, match="no such checkpoint"):
+        train(cfg(tiny, bad, teachers=(str(tmp_path / "missing.pt"),)))
+    with pytest.raises(NinEdgeError, match="validation split"):  # it trained on this run's validation images
+        train(cfg(tiny, bad, seed=1, teachers=(t,)))
+    with pytest.raises(NinEdgeError, match="none was given"):
+        train(cfg(tiny, bad, kd_temperature=2.0))
+    with pytest.raises(NinEdgeError, match="--kd-alpha 1.5"):
+        train(cfg(tiny, bad, teachers=(t,), kd_alpha=1.5))
+    other = make_image_folder(tmp_path / "other", classes=("x", "y", "z"), n_train=12, n_test=3)
+    with pytest.raises(NinEdgeError, match="classes"):
+        train(cfg(other, bad, teachers=(t,)))
+    assert not bad.exists() or not any(bad.iterdir())  # nothing written by a refused run

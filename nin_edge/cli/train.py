@@ -33,6 +33,9 @@ def _command_line(opts: dict) -> str:
         if isinstance(value, bool):
             if value or name in ("eval_test", "progress"):
                 parts.append(flag if value else "--no-" + flag[2:])
+        elif isinstance(value, (list, tuple)):  # a repeatable option: once per value
+            for v in value:
+                parts += [flag, str(v)]
         elif value is not None and not callable(value):
             parts += [flag, str(value.value if isinstance(value, Enum) else value)]
     world = int(os.environ.get("WORLD_SIZE", 1))
@@ -56,6 +59,11 @@ def train_cmd(
     cutmix: float = typer.Option(0.0, min=0.0, max=1.0, help="share of images given a box pasted from another "
                                  "training image, labels mixed by area (0: off)"),
     init_from: str = typer.Option(None, help="warm start from this checkpoint's weights (fresh optimiser and lr schedule)"),
+    teacher: list[str] = typer.Option(None, help="distil from this checkpoint (repeat for an ensemble: the mean of "
+                                      "their softened probabilities on each augmented batch is the target)"),
+    kd_alpha: float = typer.Option(None, help="weight of the distillation loss, the labels keep 1 - it "
+                                   "[default with --teacher: 0.9]"),
+    kd_temperature: float = typer.Option(None, help="distillation temperature [default with --teacher: 4]"),
     val_size: int = typer.Option(5000, min=0, help="train images held out to choose best.pt (0: none)"),
     seed: int = typer.Option(0),
     max_minutes: float = typer.Option(None, min=0.0, help="stop after the epoch that passes this wall time (resume later)"),
@@ -86,7 +94,8 @@ def train_cmd(
             data = str(download_cifar10(p if p.suffix == "" else p.parent))
         r = train(TrainConfig(arch=arch, data=data, out=out, epochs=epochs, batch_size=batch_size, lr=lr,
                               weight_decay=weight_decay, label_smoothing=label_smoothing, warmup_frac=warmup_frac,
-                              cutout=cutout, cutmix=cutmix, init_from=init_from,
+                              cutout=cutout, cutmix=cutmix, init_from=init_from, teachers=tuple(teacher or ()),
+                              kd_alpha=kd_alpha, kd_temperature=kd_temperature,
                               val_size=val_size, seed=seed, max_minutes=max_minutes, device=device.value,
                               precision=precision.value, threads=threads, eval_test=eval_test, progress=progress,
                               resume=resume, force=force, command=_command_line(opts)))

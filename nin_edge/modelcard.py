@@ -142,9 +142,34 @@ def _warm_start_lines(init: dict, stage1: dict | None, data: str | None,
     return lines, secs, init.get("epochs_total")
 
 
+def _distillation_lines(kd: dict, teachers: list[tuple[str | None, str, dict | None]], data: str | None) -> list[str]:
+    """The card's section on --teacher: what the student was matched to, and each teacher's own record."""
+    alpha, t = kd.get("alpha"), kd.get("temperature")
+    lines = ["## Distillation", "",
+             f"Trained to match the mean of the probabilities of {len(teachers)} teacher"
+             f"{'s' if len(teachers) > 1 else ''}, softened at temperature {t} "
+             f"(weight {alpha}; the labels keep {1 - float(alpha):.2g}), computed on the very augmented batch the "
+             "student saw. The teachers were trained on the same data with the same held-out validation split "
+             "(checked at the start of the run).", "",
+             "| teacher | sha256 | arch | epoch | validation top-1 | test top-1 (training precision) |",
+             "|---|---|---|---:|---:|---:|"]
+    commands = []
+    for path, sha, tck in teachers:
+        if tck is None:
+            lines.append(f"| `{path}` | `{sha[:16]}…` | not at that path any more | | | |")
+            continue
+        lines.append(f"| `{path}` | `{sha[:16]}…` | `{tck.get('arch')}` | {tck.get('epoch')} | "
+                     f"{_fmt_pct(tck.get('val_top1'))} | {_fmt_pct(tck.get('test_top1'))} |")
+        commands.append(tck.get("command") or _equivalent_command(tck, data))
+    if commands:
+        lines += ["", "Their commands:", "", "```", *commands, "```"]
+    return lines + [""]
+
+
 def render(ck: dict, run_dir: Path, card_path: Path, weights: Path, evaluation: TestEvaluation | None,
            data_matches: bool | None, run_record: dict | None = None,
-           stages: list[tuple[dict, dict | None]] | None = None) -> str:
+           stages: list[tuple[dict, dict | None]] | None = None,
+           teachers: list[tuple[str | None, str, dict | None]] | None = None) -> str:
     """`ck`: the card's checkpoint (weights, its epoch/accuracy); `run_record`: the run's last.pt (whole history)."""
     from . import __version__
     from .envinfo import cpu_info
@@ -238,6 +263,9 @@ def render(ck: dict, run_dir: Path, card_path: Path, weights: Path, evaluation: 
     lines += ["", "## Command", "", f"{command_note}:", "", "```", command, "```", ""]
 
     lines += warm
+    if cfg.get("kd"):
+        lines += _distillation_lines(cfg["kd"], teachers or [(None, sha, None) for sha in cfg["kd"]["teachers_sha256"]],
+                                     data)
     lines += ["## Configuration", "", "| option | value |", "|---|---|"]
     for key, flag in _OPTIONS:
         v = cfg.get(key)
@@ -326,7 +354,17 @@ def write_model_card(run_dir: str | os.PathLike, evaluate: str | None = None, ou
             stage_ck["history"] = run_history(p, stage_ck)
         stages.append((init, stage_ck))
         init = (stage_ck or init).get("init_from")
-    md = render(ck, run, card, wpath, evaluation, data_matches, run_record, stages)
+    teachers = []
+    kd = (ck.get("run") or {}).get("kd")
+    if kd:  # each --teacher's own record, read from its file while it is still where it was and unchanged
+        paths = list((ck.get("config") or {}).get("teachers") or [None] * len(kd["teachers_sha256"]))
+        for path, sha in zip(paths, kd["teachers_sha256"]):
+            tck = None
+            if path and Path(path).is_file() and sha256_file(Path(path)) == sha:
+                tck = load_checkpoint(Path(path))
+                tck.pop("optimizer", None)
+            teachers.append((path, sha, tck))
+    md = render(ck, run, card, wpath, evaluation, data_matches, run_record, stages, teachers)
     card.parent.mkdir(parents=True, exist_ok=True)
     tmp = card.with_name(f".{card.name}.tmp")
     tmp.write_text(md)

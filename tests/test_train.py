@@ -551,6 +551,10 @@ def test_distillation_trains_is_recorded_and_refuses_bad_teachers(tiny, tmp_path
     assert ck["run"]["kd"] == {"teachers_sha256": [sha256_file(a / "best.pt")] * 2, "alpha": 1.0, "temperature": 4.0}
     md = write_model_card(out).markdown
     assert f"| `--teacher` | {t}, {t} |" in md and "| `--kd-alpha` | 1.0 |" in md
+    # the card's distillation section carries each teacher's own record (epoch, validation top-1, command)
+    tck = torch.load(t, weights_only=True)
+    assert "## Distillation" in md and "the labels keep 0" in md
+    assert md.count(f"| `{t}` | `{sha256_file(a / 'best.pt')[:16]}…` | `nin-seed` | {tck['epoch']} | {tck['val_top1']:.2f}% |") == 2
     with pytest.raises(NinEdgeError, match=r"kd \(.*alpha.: 1\.0.* → .*alpha.: 0\.5"):
         train(cfg(tiny, out, epochs=3, resume=True, teachers=(t, t), kd_alpha=0.5, cutmix=0.5))
     with pytest.raises(NinEdgeError, match=r"kd \(.* → None\)"):

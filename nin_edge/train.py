@@ -490,6 +490,10 @@ def _load_teachers(cfg: TrainConfig, classes: tuple[str, ...], data_sha: str, de
             raise NinEdgeError(f"--teacher {path}: checkpoint classes {meta['classes']} differ from "
                                f"{cfg.data}'s {list(classes)}")
         _check_split(f"--teacher {path}", meta, cfg, data_sha)
+        size, t_size = model_info(cfg.arch).input_size, model_info(meta["arch"]).input_size
+        if t_size != size:  # it must see the student's own batch
+            raise NinEdgeError(f"--teacher {path}: arch '{meta['arch']}' takes {t_size}×{t_size} images, "
+                               f"the student '{cfg.arch}' {size}×{size}")
         models.append(model.to(dev).to(memory_format=torch.channels_last))
         shas.append(sha256_file(path))
     alpha = KD_ALPHA if cfg.kd_alpha is None else cfg.kd_alpha

@@ -569,6 +569,13 @@ def test_distillation_trains_is_recorded_and_refuses_bad_teachers(tiny, tmp_path
         train(cfg(tiny, bad, kd_temperature=2.0))
     with pytest.raises(NinEdgeError, match="--kd-alpha 1.5"):
         train(cfg(tiny, bad, teachers=(t,), kd_alpha=1.5))
+    from nin_edge.checkpoint import make_checkpoint
+    from nin_edge.models import create_model
+
+    big = tmp_path / "imagenet-teacher.pt"  # a zoo NIN for 224×224 images cannot see a 32×32 batch
+    torch.save(make_checkpoint(create_model("nin-imagenet", num_classes=3), "nin-imagenet", CLASSES), big)
+    with pytest.raises(NinEdgeError, match="takes 224×224 images"):
+        train(cfg(tiny, bad, teachers=(str(big),)))
     other = make_image_folder(tmp_path / "other", classes=("x", "y", "z"), n_train=12, n_test=3)
     with pytest.raises(NinEdgeError, match="classes"):
         train(cfg(other, bad, teachers=(t,)))

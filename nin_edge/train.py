@@ -252,8 +252,8 @@ class Teacher:
 
     The teachers see the very batch the student sees — same crops, flips, cutout squares and CutMix boxes —
     so the target is right for the image as augmented (the "consistent teaching" of Beyer et al. 2022); the
-    target is the mean of the teachers' temperature-softened probabilities (an ensemble of three of our runs
-    reached 90.12% on validation against 89.34% for the best one alone). Frozen, eval mode: their BatchNorm
+    target is the mean of the teachers' temperature-softened probabilities (ensembles of two or three of our
+    runs reached 90.08–90.12% on validation against 89.34% for the best one alone; benchmarks/RESULTS.md (g)). Frozen, eval mode: their BatchNorm
     statistics do not move.
     """
 
@@ -516,7 +516,6 @@ def _init_weights(cfg: TrainConfig, model: nn.Module, classes: tuple[str, ...], 
     if ck.get("classes") is not None and tuple(ck["classes"]) != tuple(classes):
         raise NinEdgeError(f"--init-from {path}: checkpoint classes {ck['classes']} differ from {cfg.data}'s {list(classes)}")
     _check_split(f"--init-from {path}", ck, cfg, data_sha)
-    run = ck.get("run") or {}
     try:
         model.load_state_dict(ck["state_dict"], strict=True)
     except RuntimeError as e:

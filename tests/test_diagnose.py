@@ -134,7 +134,7 @@ def test_accuracy_control_refuses_calibration_images(default_bundle):
 
 # --------------------------------------------------------------------------- diagnose
 def _corrupt_one_activation_scale(src, dst):
-    """Copy the bundle; in model.int8.onnx multiply the input-activation scale of one mid-network conv by 40
+    """Copy the bundle; in model.int8.onnx multiply the input-activation scale of one mid-network conv by 200
     (the activation then uses ~6 of its 256 levels). Returns the conv's name."""
     shutil.copytree(src, dst)
     p = dst / "model.int8.onnx"
@@ -149,7 +149,7 @@ def _corrupt_one_activation_scale(src, dst):
         dq = producers.get(conv.input[0])
         if dq is not None and dq.op_type == "DequantizeLinear" and users[dq.input[1]] == 2:  # scale not shared
             t = init[dq.input[1]]
-            t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t) * np.float32(40), t.name))
+            t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t) * np.float32(200), t.name))
             onnx.save(m, str(p))
             return conv.name
     raise AssertionError("no conv with an unshared input scale")

@@ -16,7 +16,8 @@ Variants (same real bundled:eval images, same thread count T):
 Also: int8 peaks (ONNX Runtime MatMulInteger 1024³ as in the issue, and QLinearConv 1×1 / 3×3 — the
 kernels the models use), timed inside every round → every row as % of its floor (MACs ÷ best peak); OpenVINO's
 benchmark_app (-api sync -hint none -nthreads T -nstreams 1, same shape, and the runner's f32 for
-unquantized layers and no pinning) interleaved with the runner; `--target auto`'s choice;
+unquantized layers and no pinning) interleaved with the runner, and in-process the runner's call time above
+OpenVINO's own C++ timing of each call (paired per call, so drift cancels); `--target auto`'s choice;
 and two consecutive `run_bench` runs for repeatability.
 """
 from __future__ import annotations
@@ -192,6 +193,34 @@ def benchmark_app_median(xml: Path, batch: int, threads: int, seconds: float) ->
     return float(m.group(1)) / (1000.0 if m.group(2) == "us" else 1.0)
 
 
+def ov_call_overhead(r_ov, xb: np.ndarray, calls: int = 2000) -> dict:
+    """Noise-robust companion of the benchmark_app comparison, in this process: per call, the Python-timed call
+    minus OpenVINO's own C++ timing of that very call (InferRequest.latency — what benchmark_app's loop records),
+    for the runner and for the public `InferRequest.infer()` on the same request, alternated. Paired within
+    each call, so the machine's drift between rounds (±5 % between benchmark_app runs here) cancels."""
+    import gc
+
+    req = r_ov._req  # the runner's request for this batch size (prepared above)
+    calls_by = {"runner": lambda: r_ov.infer(xb), "public_infer": req.infer}
+    extra: dict[str, list[float]] = {k: [] for k in calls_by}
+    own: list[float] = []
+    gc.disable()
+    try:
+        for _ in range(calls):
+            for k, f in calls_by.items():
+                t0 = time.perf_counter_ns()
+                f()
+                t1 = time.perf_counter_ns()
+                extra[k].append((t1 - t0) / 1e3 - req.latency * 1e3)
+                own.append(req.latency)
+    finally:
+        gc.enable()
+    own_ms = float(np.median(own))
+    return {"openvino_own_latency_ms": own_ms,
+            **{f"{k}_extra_us": float(np.median(v)) for k, v in extra.items()},
+            **{f"{k}_extra_pct": float(np.median(v)) / (own_ms * 1e3) * 100 for k, v in extra.items()}}
+
+
 # --------------------------------------------------------------------------- main
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -285,6 +314,7 @@ def main() -> None:
                 cmp["benchmark_app_median_ms"] = float(np.median(ba))
                 cmp["runner_ov_median_ms_alongside"] = float(np.median(rn))
                 cmp["runner_overhead_vs_benchmark_app"] = ratio(rn, ba) - 1.0
+            cmp["ov_call_overhead"] = ov_call_overhead(r_ov, xb)
             results["batches"][b].update({"rows": rows, **cmp})
         for r in runners.values():
             r.close()
@@ -326,6 +356,11 @@ def report(res: dict) -> None:
         if "runner_overhead_vs_benchmark_app" in d:
             print(f"runner vs benchmark_app (sync, same threads/shape): {d['runner_ov_median_ms_alongside']:.4f} vs "
                   f"{d['benchmark_app_median_ms']:.4f} ms → {d['runner_overhead_vs_benchmark_app'] * 100:+.1f}%")
+        if "ov_call_overhead" in d:
+            o = d["ov_call_overhead"]
+            print(f"OpenVINO call time above its own C++-timed latency ({o['openvino_own_latency_ms']:.4f} ms), paired "
+                  f"per call: runner +{o['runner_extra_us']:.1f} µs ({o['runner_extra_pct']:+.1f}%), public "
+                  f"InferRequest.infer() +{o['public_infer_extra_us']:.1f} µs ({o['public_infer_extra_pct']:+.1f}%)")
     for a in res["auto"]:
         print(f"auto: {a['why']}")
     for k, v in res["repeatability"].items():

@@ -104,6 +104,8 @@ def test_validation_errors(default_bundle, images, name):
             r.infer(np.zeros((2, 3, 16, 16), np.float32))
         with pytest.raises(NinEdgeError, match=r"input shape \(3, 32, 32\)"):
             r.infer(images[0])
+        with pytest.raises(NinEdgeError, match=r"input shape \(1, 3, 32, 32, 1\)"):
+            r.infer(images[:1, ..., None])
         with pytest.raises(NinEdgeError, match="numpy array"):
             r.infer(images[:2].tolist())
         with pytest.raises(NinEdgeError, match="batch size 0"):
@@ -111,6 +113,21 @@ def test_validation_errors(default_bundle, images, name):
         # non-contiguous input is accepted (copied), the result equals the contiguous one's
         nc = np.asfortranarray(images[:4])
         assert np.allclose(r.infer(nc), r.infer(np.ascontiguousarray(images[:4])), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["torch", "onnxruntime", "openvino"])
+def test_each_call_returns_its_own_result(default_bundle, images, name):
+    """The runners reuse their input/output buffers between calls (OpenVINO's are the request's own memory);
+    a returned array must be the caller's, never a view that the next call overwrites."""
+    _skip_unless(name, "fp32")
+    with create_runner(name, default_bundle, precision="fp32") as r:
+        first = r.infer(images[:1])
+        kept = first.copy()
+        second = r.infer(images[1:2])
+        again = r.infer(images[:1])
+    assert np.array_equal(first, kept)  # untouched by the later calls
+    assert not np.allclose(first, second)
+    assert np.allclose(first, again, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", ["torch", "onnxruntime", "openvino"])

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import atomic_torch_save, load_checkpoint, make_checkpoint, run_history
+from .checkpoint import atomic_torch_save, load_checkpoint, load_model, make_checkpoint, run_history
 from .data import Dataset, load_dataset, sha256_file
 from .errors import NinEdgeError
 from .models import create_model, model_info
@@ -478,8 +478,6 @@ def _check_split(what: str, ck: dict, cfg: TrainConfig, data_sha: str) -> None:
 def _load_teachers(cfg: TrainConfig, classes: tuple[str, ...], data_sha: str, dev: torch.device,
                    ) -> tuple[Teacher, dict]:
     """--teacher files → the frozen Teacher on `dev`, and what the run records of it (sha256s, alpha, T)."""
-    from .checkpoint import load_model
-
     models, shas = [], []
     for t in cfg.teachers:
         path = Path(t)

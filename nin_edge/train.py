@@ -253,8 +253,8 @@ class Teacher:
     The teachers see the very batch the student sees — same crops, flips, cutout squares and CutMix boxes —
     so the target is right for the image as augmented (the "consistent teaching" of Beyer et al. 2022); the
     target is the mean of the teachers' temperature-softened probabilities (ensembles of two or three of our
-    runs reached 90.08–90.12% on validation against 89.34% for the best one alone; benchmarks/RESULTS.md (g)). Frozen, eval mode: their BatchNorm
-    statistics do not move.
+    runs reached 90.08–90.12% on validation against 89.34% for the best one alone; benchmarks/RESULTS.md (g)).
+    Frozen, eval mode: their BatchNorm statistics do not move.
     """
 
     def __init__(self, models: list[nn.Module], alpha: float, temperature: float):

@@ -69,7 +69,7 @@ class Runner(ABC):
             raise NinEdgeError(f"input must be a numpy array, got {type(x).__name__}")
         if x.dtype != np.float32:
             raise NinEdgeError(f"input dtype {x.dtype}: expected float32 (use nin_edge.preprocess.preprocess)")
-        if x.shape[1:] != self._sample_shape or x.ndim != 4:
+        if x.shape[1:] != self._sample_shape:  # also rejects any other rank
             raise NinEdgeError(f"input shape {tuple(x.shape)}: expected (N, 3, {self.size}, {self.size})")
         if x.shape[0] != self.batch:
             self.prepare(x.shape[0])

@@ -181,6 +181,45 @@ def test_openvino_reports_and_refuses_precisions(default_bundle, images):
             assert r.describe()["executed_precision"] == "fp16"
 
 
+def test_openvino_c_api_and_python_binding_paths_agree(default_bundle, images, monkeypatch):
+    """The runner calls OpenVINO through its C API where the wheel ships it, else through the Python binding;
+    both must compile the same model with the same settings and return the very same logits."""
+    _skip_unless("openvino", "int8")
+    from nin_edge.runners import _ov_capi
+
+    got = {}
+    for path in ("c", "python"):
+        if path == "python":
+            monkeypatch.setattr(_ov_capi, "load", lambda: None)
+        elif _ov_capi.load() is None:
+            pytest.skip("this OpenVINO wheel has no usable libopenvino_c (ov_core_compile_model_props)")
+        with create_runner("openvino", default_bundle, precision="int8", threads=2) as r:
+            got[path] = (r.infer(images[:8]), r.infer(images[:1]), r.describe())
+    (c8, c1, cd), (p8, p1, pd) = got["c"], got["python"]
+    assert cd.pop("call_path") == "OpenVINO C API (ctypes)" and pd.pop("call_path") == "OpenVINO Python binding"
+    assert cd == pd  # precision executed, threads, streams, hint, pinning: read back the same way
+    assert np.array_equal(c8, p8) and np.array_equal(c1, p1)
+    assert np.array_equal(c1[0], c8[0])  # batch 1 and 8 are separate compiled models; same image, same logits
+
+
+def test_openvino_c_api_errors_name_the_file(default_bundle, tmp_path):
+    _skip_unless("openvino", "fp32")
+    from nin_edge.runners import _ov_capi
+
+    lib = _ov_capi.load()
+    if lib is None:
+        pytest.skip("this OpenVINO wheel has no usable libopenvino_c")
+    bad = tmp_path / "model.xml"
+    bad.write_text("<net>not an IR")
+    with pytest.raises(_ov_capi.OvCError, match="read model"):
+        _ov_capi.Model(lib, str(bad))
+    m = _ov_capi.Model(lib, str(default_bundle.root / "openvino" / "model.xml"))
+    with pytest.raises(_ov_capi.OvCError, match=r"reshape to \[1, 3, 5\]"):
+        m.compile((1, 3, 5), "CPU", {})
+    m.close()
+    m.close()  # idempotent: the finalizer frees each handle once
+
+
 def test_onnxruntime_cuda_without_provider(default_bundle):
     import onnxruntime as ort
 

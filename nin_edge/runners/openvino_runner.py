@@ -7,8 +7,9 @@ reads back what the compiled model will execute, and refuses a mismatch instead 
 precision. bf16 is its own precision choice (the fp32 IR executed in bf16).
 
 Low overhead: per batch size the model is reshaped to a static shape and compiled once (LATENCY hint, one
-stream, explicit threads); `infer` copies into the pre-created request's input tensor and calls the
-binding's synchronous infer directly — the call path OpenVINO's own `benchmark_app -api sync` times.
+stream, explicit threads); `infer` copies into the pre-created request's input memory and makes the one
+synchronous call OpenVINO's own `benchmark_app -api sync` times — through OpenVINO's C API (`_ov_capi`, ctypes)
+where the wheel ships it, else through the Python binding's `infer`. `info["call_path"]` says which.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import numpy as np
 import openvino as ov
 
 from ..errors import BackendUnavailable, NinEdgeError
+from . import _ov_capi
 from .base import Runner, default_threads
 
 _DEVICES = {"cpu": "CPU", "gpu": "GPU", "npu": "NPU"}
@@ -29,7 +31,6 @@ _PLAN = {
     "int8": ("int8", "f32", "INT8"),
 }
 
-_OV_TYPES = {"f32": ov.Type.f32, "f16": ov.Type.f16, "bf16": ov.Type.bf16}
 _NAMES = {"f32": "fp32", "f16": "fp16", "bf16": "bf16"}
 
 
@@ -42,9 +43,18 @@ def _sync_call(req: ov.InferRequest):
     interleaved), Python-timed call minus the request's own C++-timed latency: wrapper 8.7 µs, binding 7.3 µs.
     """
     binding = next((c for c in type(req).__mro__ if c.__module__ == "openvino._pyopenvino"), None)
-    if binding is None:  # a future OpenVINO without the split: the public call is always correct
-        return req.infer
-    return functools.partial(binding.infer, req, {}, True, False)  # (inputs, share_outputs, decode_strings)
+    call = req.infer if binding is None else functools.partial(binding.infer, req, {}, True, False)
+    # (inputs, share_outputs, decode_strings); a future OpenVINO without the split: the public call is correct
+
+    def run() -> int:  # the C path's contract: 0 = OK (the binding raises on failure)
+        call()
+        return 0
+    return run
+
+
+def _c_value(v) -> str:
+    """A compile property as the C API's string form (the Python API also takes ints and bools)."""
+    return ("YES" if v else "NO") if isinstance(v, bool) else str(v)
 
 
 def _core() -> ov.Core:
@@ -86,6 +96,9 @@ class OpenVinoRunner(Runner):
             raise NinEdgeError(f"{self._path}: input shape {shape} does not match the bundle's (N, 3, {self.size}, {self.size})")
         self._hint = hint
         self._compiled: dict[int, tuple] = {}  # batch → (compiled model, request, input view, output view, call)
+        self._capi = _ov_capi.load()
+        self._cmodel = _ov_capi.Model(self._capi, str(self._path)) if self._capi else None
+        self.info["call_path"] = ("OpenVINO C API (ctypes)" if self._capi else "OpenVINO Python binding")
         self._config: dict = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1, "INFERENCE_PRECISION_HINT": hint}
         if self._dev == "CPU":
             self._config["INFERENCE_NUM_THREADS"] = self.threads or default_threads()
@@ -95,40 +108,59 @@ class OpenVinoRunner(Runner):
             self._config["ENABLE_CPU_PINNING"] = False
 
     def _prepare(self, batch: int) -> None:
-        if batch in self._compiled:
-            self._req, self._in, self._out, self._run = self._compiled[batch][1:]
-            return
-        # static shapes: the CPU plugin plans memory and picks kernels once instead of per call
-        self._model.reshape([batch, 3, self.size, self.size])
-        try:
-            cm = self._core.compile_model(self._model, self._dev, self._config)
-        except Exception as e:  # noqa: BLE001
-            raise NinEdgeError(f"{self._path}: OpenVINO cannot compile it for {self._dev} "
-                               f"({str(e).splitlines()[0][:200]})") from None
-        executed = cm.get_property("INFERENCE_PRECISION_HINT")
-        if executed != _OV_TYPES[self._hint]:
-            raise NinEdgeError(f"openvino {self.precision}: asked {self._dev} for {self._hint}, it would execute "
-                               f"{executed.get_type_name()}; refusing to report a precision that did not run")
+        if batch not in self._compiled:
+            # static shapes: the CPU plugin plans memory and picks kernels once instead of per call
+            shape = (batch, 3, self.size, self.size)
+            try:
+                self._compiled[batch] = (self._compile_c if self._cmodel else self._compile_py)(shape)
+            except (RuntimeError, _ov_capi.OvCError) as e:  # OpenVINO raises RuntimeError subclasses
+                raise NinEdgeError(f"{self._path}: OpenVINO cannot compile it for {self._dev} "
+                                   f"({str(e).splitlines()[0][:200]})") from None
+            props = self._compiled[batch][-1]
+            executed = props("INFERENCE_PRECISION_HINT")
+            if executed != self._hint:
+                self._compiled.pop(batch)
+                raise NinEdgeError(f"openvino {self.precision}: asked {self._dev} for {self._hint}, it would execute "
+                                   f"{executed}; refusing to report a precision that did not run")
+            self.info.update(
+                executed_precision=("int8 (unquantized layers f32)" if self.precision == "int8"
+                                    else _NAMES.get(executed, executed)),
+                device_name=self._dev, performance_hint=props("PERFORMANCE_HINT"),
+                streams=int(props("NUM_STREAMS")), framework=f"openvino {ov.get_version().split('-')[0]}")
+            if self._dev == "CPU":
+                self.info.update(threads_used=int(props("INFERENCE_NUM_THREADS")),
+                                 cpu_pinning=props("ENABLE_CPU_PINNING") in ("YES", "True", "true"))
+        self._req, self._in, self._out, self._run = self._compiled[batch][:4]
+
+    def _compile_c(self, shape: tuple[int, ...]) -> tuple:
+        req = self._cmodel.compile(shape, self._dev, {k: _c_value(v) for k, v in self._config.items()})
+        in_view, out_view = req.view("input", shape), req.view("output", (shape[0], self.num_classes))
+        return req, in_view, out_view, req.call, req.get_property
+
+    def _compile_py(self, shape: tuple[int, ...]) -> tuple:
+        self._model.reshape(list(shape))
+        cm = self._core.compile_model(self._model, self._dev, self._config)
         req = cm.create_infer_request()
         # numpy views of the request's own input/output memory, made once: with a static shape the plugin
         # keeps these buffers for the request's lifetime (saves ~1.5 µs of a ~200 µs call, measured)
         in_view, out_view = req.get_input_tensor(0).data, req.get_output_tensor(0).data
-        self._compiled[batch] = (cm, req, in_view, out_view, _sync_call(req))
-        self._req, self._in, self._out, self._run = self._compiled[batch][1:]
-        self.info.update(
-            executed_precision=("int8 (unquantized layers f32)" if self.precision == "int8"
-                                else _NAMES.get(executed.get_type_name(), executed.get_type_name())),
-            device_name=self._dev, performance_hint=str(cm.get_property("PERFORMANCE_HINT")),
-            streams=int(cm.get_property("NUM_STREAMS")), framework=f"openvino {ov.get_version().split('-')[0]}")
-        if self._dev == "CPU":
-            self.info.update(threads_used=int(cm.get_property("INFERENCE_NUM_THREADS")),
-                             cpu_pinning=bool(cm.get_property("ENABLE_CPU_PINNING")))
+
+        def props(key: str) -> str:
+            v = cm.get_property(key)
+            return v.get_type_name() if isinstance(v, ov.Type) else str(v)
+        return req, in_view, out_view, _sync_call(req), props
 
     def _infer(self, x: np.ndarray) -> np.ndarray:
         np.copyto(self._in, x)
-        self._run()
+        if self._run():
+            raise NinEdgeError(f"openvino: inference failed ({self._req.last_error()[:200]})")
         return self._out.copy()
 
     def _close(self) -> None:
+        for req in self._compiled.values():
+            if self._cmodel:
+                req[0].close()  # request and compiled model before the model and core
         self._compiled.clear()
-        self._req = self._in = self._out = self._run = self._model = None
+        if self._cmodel:
+            self._cmodel.close()
+        self._req = self._in = self._out = self._run = self._model = self._cmodel = None

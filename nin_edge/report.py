@@ -15,7 +15,7 @@ JSON schema "nin-edge-bench/1" (`to_json_dict`; every key always present, null w
     rows[]        {label, runner, precision, device, status ("ok"|"unavailable"|"failed"), reason,
                    threads (used), artifact, artifact_override (named explicitly, not the default),
                    artifact_bytes, executed {what the runner reports it ran:
-                   executed_precision, provider/hints, threads_used, ...}, load_s, peak_rss_mb, rss_added_mb,
+                   executed_precision, provider/hints, threads_used, call_path, ...}, load_s, peak_rss_mb, rss_added_mb,
                    accuracy: null | {images, top1, top5, agreement, top1_drop, max_abs_logit_diff},
                    latency[]: {batch, iters, warmup, median_ms, p90_ms, p99_ms, mean_ms, std_ms, cv, min_ms,
                                images_per_s, round_medians_ms[], noisy, samples_ms[] (omitted with
@@ -138,8 +138,9 @@ def print_report(report: BenchReport, verdicts=(), console=None) -> None:
         if r.status == "ok" and r.label not in seen:
             seen.add(r.label)
             ex = r.executed
+            via = f", called through the {ex['call_path']}" if ex.get("call_path") else ""
             con.print(f"  {escape(r.label)}: executed {ex.get('executed_precision', r.precision)}, "
-                      f"{r.threads} threads, artifact {r.artifact}")
+                      f"{r.threads} threads, artifact {r.artifact}{escape(via)}")
     for f in dict.fromkeys(footnotes):
         con.print(f"  [yellow]{escape(f)}[/yellow]")
     if ref:

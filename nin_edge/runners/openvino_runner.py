@@ -95,9 +95,14 @@ class OpenVinoRunner(Runner):
         if shape.rank.get_length() != 4 or [str(d) for d in shape][1:] != ["3", str(self.size), str(self.size)]:
             raise NinEdgeError(f"{self._path}: input shape {shape} does not match the bundle's (N, 3, {self.size}, {self.size})")
         self._hint = hint
-        self._compiled: dict[int, tuple] = {}  # batch → (compiled model, request, input view, output view, call)
+        self._compiled: dict[int, tuple] = {}  # batch → (request, input view, output view, call, property reader)
         self._capi = _ov_capi.load()
-        self._cmodel = _ov_capi.Model(self._capi, str(self._path)) if self._capi else None
+        try:
+            self._cmodel = _ov_capi.Model(self._capi, str(self._path)) if self._capi else None
+        except _ov_capi.OvCError as e:
+            raise NinEdgeError(f"{self._path}: OpenVINO's C API cannot read it ({e})") from None
+        if self._cmodel:
+            self._model = None  # read above to check the input; the C API compiles its own copy
         self.info["call_path"] = ("OpenVINO C API (ctypes)" if self._capi else "OpenVINO Python binding")
         self._config: dict = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1, "INFERENCE_PRECISION_HINT": hint}
         if self._dev == "CPU":

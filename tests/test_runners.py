@@ -220,6 +220,30 @@ def test_openvino_c_api_errors_name_the_file(default_bundle, tmp_path):
     m.close()  # idempotent: the finalizer frees each handle once
 
 
+def test_openvino_c_api_handles_are_freed(default_bundle, images):
+    """close() frees every C handle (request, tensors, compiled model, model, core); a runner the caller drops
+    without closing is freed by the finalizers, children first."""
+    _skip_unless("openvino", "fp32")
+    import gc
+
+    from nin_edge.runners import _ov_capi
+
+    if _ov_capi.load() is None:
+        pytest.skip("this OpenVINO wheel has no usable libopenvino_c")
+    r = create_runner("openvino", default_bundle, precision="fp32")
+    r.infer(images[:2])
+    req, model = r._req, r._cmodel
+    assert req._handles and model._handles
+    r.close()
+    assert not req._handles and not model._handles
+    dropped = create_runner("openvino", default_bundle, precision="fp32")
+    dropped.infer(images[:1])
+    handles = dropped._cmodel._handles
+    del dropped
+    gc.collect()
+    assert handles == []
+
+
 def test_onnxruntime_cuda_without_provider(default_bundle):
     import onnxruntime as ort
 

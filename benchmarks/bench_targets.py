@@ -199,9 +199,9 @@ def ov_call_overhead(r_ov, xb: np.ndarray, rounds: int = 12) -> dict:
     calls (InferRequest.latency — what benchmark_app's loop records). Per round: a block of runner calls, then a
     block of the reference's public `InferRequest.infer()` (300 calls at batch 1, fewer for larger batches); the
     first sixth of each block is dropped (measured: alternating two compiled models call by call makes each wait
-    on the other's spinning worker threads, so the reference ran 40 µs slower than the runner). Reported: median over rounds of (runner's
-    Python-timed call − reference's own latency) and (public call − its own latency); adjacent blocks, so the
-    machine's drift between rounds (±5 % between benchmark_app runs here) mostly cancels."""
+    on the other's spinning worker threads, so the reference ran 40 µs slower than the runner). Reported: median
+    over rounds of (runner's Python-timed call − reference's own latency) and (public call − its own latency);
+    adjacent blocks, so the machine's drift between rounds (±5 % between benchmark_app runs here) mostly cancels."""
     import gc
 
     import openvino as ov
@@ -373,10 +373,10 @@ def report(res: dict) -> None:
                   f"{d['benchmark_app_median_ms']:.4f} ms → {d['runner_overhead_vs_benchmark_app'] * 100:+.1f}%")
         if "ov_call_overhead" in d:
             o = d["ov_call_overhead"]
-            print(f"OpenVINO call time above its own C++-timed latency ({o['openvino_own_latency_ms']:.4f} ms), adjacent "
-                  f"blocks: runner ({o['runner_call_path']}) {o['runner_extra_us']:+.1f} µs "
-                  f"({o['runner_extra_pct']:+.1f}%), public "
-                  f"InferRequest.infer() {o['public_infer_extra_us']:+.1f} µs ({o['public_infer_extra_pct']:+.1f}%)")
+            print(f"OpenVINO call time above its own C++-timed latency ({o['openvino_own_latency_ms']:.4f} ms), "
+                  f"adjacent blocks: runner ({o['runner_call_path']}) {o['runner_extra_us']:+.1f} µs "
+                  f"({o['runner_extra_pct']:+.1f}%), public InferRequest.infer() {o['public_infer_extra_us']:+.1f} µs "
+                  f"({o['public_infer_extra_pct']:+.1f}%)")
     for a in res["auto"]:
         print(f"auto: {a['why']}")
     for k, v in res["repeatability"].items():

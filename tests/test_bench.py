@@ -201,8 +201,8 @@ def test_cli_runs_and_writes(default_bundle, tmp_path):
 def test_cli_states_openvino_call_path(default_bundle):
     if not _have_ov():
         pytest.skip("openvino is not installed here (pip install 'nin-edge[cpu]')")
-    res = _run("--bundle", str(default_bundle.root), "-t", "openvino", "--precision", "int8", "--iters", "3", "--warmup", "1",
-               "--max-images", "8", "-q")
+    res = _run("--bundle", str(default_bundle.root), "-t", "openvino", "--precision", "int8", "--iters", "3",
+               "--warmup", "1", "--max-images", "8", "-q")
     assert res.exit_code == 0, res.output
     assert re.search(r"openvino int8 cpu: executed int8 .*called through the OpenVINO (C API|Python binding)",
                      _flat(res.output)), res.output

@@ -70,8 +70,8 @@ def load() -> C.CDLL | None:
     import openvino
 
     libdir = os.path.join(os.path.dirname(openvino.__file__), "libs")
-    names = sorted(glob.glob(os.path.join(libdir, "libopenvino_c.so*")) + glob.glob(os.path.join(libdir, "libopenvino_c*.dylib"))
-                   + glob.glob(os.path.join(libdir, "openvino_c.dll")))
+    names = sorted(n for pattern in ("libopenvino_c.so*", "libopenvino_c*.dylib", "openvino_c.dll")
+                   for n in glob.glob(os.path.join(libdir, pattern)))
     if not names:
         return None
     try:
@@ -84,10 +84,15 @@ def load() -> C.CDLL | None:
     return lib
 
 
+def last_error(lib: C.CDLL) -> str:
+    """First line of OpenVINO's last error message ('' if none)."""
+    msg = (lib.ov_get_last_err_msg() or b"").decode(errors="replace").strip().splitlines()
+    return msg[0][:200] if msg else ""
+
+
 def _check(lib: C.CDLL, status: int, what: str) -> None:
     if status != 0:
-        msg = (lib.ov_get_last_err_msg() or b"").decode(errors="replace").strip().splitlines()
-        raise OvCError(f"{what}: {msg[0][:200] if msg else f'status {status}'}")
+        raise OvCError(f"{what}: {last_error(lib) or f'status {status}'}")
 
 
 def _free_all(lib: C.CDLL, handles: list[tuple[str, C.c_void_p]]) -> None:
@@ -163,7 +168,7 @@ class Request:
             self.lib.ov_free(out)
 
     def last_error(self) -> str:
-        return (self.lib.ov_get_last_err_msg() or b"").decode(errors="replace").strip()
+        return last_error(self.lib)
 
     def close(self) -> None:
         self._finalizer()

@@ -96,14 +96,14 @@ class OpenVinoRunner(Runner):
             raise NinEdgeError(f"{self._path}: input shape {shape} does not match the bundle's (N, 3, {self.size}, {self.size})")
         self._hint = hint
         self._compiled: dict[int, tuple] = {}  # batch → (request, input view, output view, call, property reader)
-        self._capi = _ov_capi.load()
+        lib = _ov_capi.load()
         try:
-            self._cmodel = _ov_capi.Model(self._capi, str(self._path)) if self._capi else None
+            self._cmodel = _ov_capi.Model(lib, str(self._path)) if lib else None
         except _ov_capi.OvCError as e:
             raise NinEdgeError(f"{self._path}: OpenVINO's C API cannot read it ({e})") from None
         if self._cmodel:
             self._model = None  # read above to check the input; the C API compiles its own copy
-        self.info["call_path"] = ("OpenVINO C API (ctypes)" if self._capi else "OpenVINO Python binding")
+        self.info["call_path"] = "OpenVINO C API (ctypes)" if self._cmodel else "OpenVINO Python binding"
         self._config: dict = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1, "INFERENCE_PRECISION_HINT": hint}
         if self._dev == "CPU":
             self._config["INFERENCE_NUM_THREADS"] = self.threads or default_threads()
@@ -158,14 +158,13 @@ class OpenVinoRunner(Runner):
     def _infer(self, x: np.ndarray) -> np.ndarray:
         np.copyto(self._in, x)
         if self._run():
-            raise NinEdgeError(f"openvino: inference failed ({self._req.last_error()[:200]})")
+            raise NinEdgeError(f"openvino: inference failed ({self._req.last_error()})")
         return self._out.copy()
 
     def _close(self) -> None:
-        for req in self._compiled.values():
-            if self._cmodel:
-                req[0].close()  # request and compiled model before the model and core
-        self._compiled.clear()
         if self._cmodel:
+            for entry in self._compiled.values():
+                entry[0].close()  # request and compiled model before the model and core
             self._cmodel.close()
+        self._compiled.clear()
         self._req = self._in = self._out = self._run = self._model = self._cmodel = None

@@ -467,8 +467,12 @@ def _refuse_existing_run(cfg: TrainConfig, out: Path) -> list[str]:
 
 def _check_split(what: str, ck: dict, cfg: TrainConfig, data_sha: str) -> None:
     """A checkpoint trained on this same data with another split (other --seed or --val-size) has seen images
-    this run validates on: warm-starting from it, or distilling from it, would leak them into the choice."""
+    this run validates on: warm-starting from it, or distilling from it, would leak them into the choice.
+    A run without validation (--val-size 0: the final refit on every train image of a recipe chosen on
+    validation) chooses nothing, so any split may feed it."""
     run = ck.get("run") or {}
+    if cfg.val_size <= 0:
+        return
     if ck.get("data_sha256") == data_sha and (run.get("val_size"), run.get("seed")) != (cfg.val_size, cfg.seed):
         raise NinEdgeError(f"{what}: it was trained on this data with --val-size {run.get('val_size')} "
                            f"--seed {run.get('seed')}, so it has seen images of this run's validation split "

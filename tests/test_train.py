@@ -14,6 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from nin_edge.checkpoint import load_checkpoint
 from nin_edge.errors import NinEdgeError
 from nin_edge.train import TrainConfig, _fit_to, apply_augment, augment, draw_augment, evaluate, train
 
@@ -412,6 +413,9 @@ def test_init_from_warm_starts_and_keeps_the_validation_split_held_out(tiny, tmp
         train(cfg(tiny, tmp_path / "c", seed=1, init_from=str(a / "best.pt")))
     with pytest.raises(NinEdgeError, match="validation split"):
         train(cfg(tiny, tmp_path / "c", val_size=9, init_from=str(a / "best.pt")))
+    # ... but a final refit on every train image (--val-size 0) chooses nothing, so it may start from it
+    refit = train(cfg(tiny, tmp_path / "refit", val_size=0, init_from=str(a / "best.pt"), teachers=(str(a / "best.pt"),)))
+    assert refit.best_val is None and load_checkpoint(tmp_path / "refit" / "best.pt")["run"]["val_size"] == 0
     with pytest.raises(NinEdgeError, match="not --arch 'nin-bn'"):
         train(cfg(tiny, tmp_path / "c", arch="nin-bn", init_from=str(a / "best.pt")))
     with pytest.raises(NinEdgeError, match="no such checkpoint"):

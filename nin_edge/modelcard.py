@@ -116,7 +116,7 @@ def _stage_seconds(ck: dict) -> float | None:
 
 
 def _warm_start_lines(init: dict, stage1: dict | None, data: str | None,
-                      level: int = 0) -> tuple[list[str], float | None, int | None]:
+                      level: int = 0, refit: bool = False) -> tuple[list[str], float | None, int | None]:
     """The card's section on a run this one started from (--init-from, `level` steps back); → (lines, its
     training seconds, its epochs)."""
     if stage1 is not None and stage1.get("history"):  # the loaded run knows its length better than the record
@@ -127,8 +127,10 @@ def _warm_start_lines(init: dict, stage1: dict | None, data: str | None,
              f"{who} started from the weights of `{init.get('path')}` (sha256 `{str(init.get('sha256'))[:16]}…`): "
              f"epoch {init.get('epoch')} of a {init.get('epochs_total') or '?'}-epoch run, validation top-1 "
              f"{_fmt_pct(init.get('val_top1'))}, test top-1 {_fmt_pct(init.get('test_top1'))} (training precision). "
-             "Optimiser state and learning-rate schedule started fresh; the validation split is the same one, so it "
-             "stayed held out in every run.", ""]
+             "Optimiser state and learning-rate schedule started fresh; "
+             + ("this run has no validation split (`--val-size 0`): it trains on every train image, including the "
+                "ones the earlier runs held out, and chooses nothing." if refit and level == 0 else
+                "the validation split is the same one, so it stayed held out in every run."), ""]
     secs = None
     if stage1 is not None:
         secs = _stage_seconds(stage1)
@@ -142,15 +144,18 @@ def _warm_start_lines(init: dict, stage1: dict | None, data: str | None,
     return lines, secs, init.get("epochs_total")
 
 
-def _distillation_lines(kd: dict, teachers: list[tuple[str | None, str, dict | None]], data: str | None) -> list[str]:
+def _distillation_lines(kd: dict, teachers: list[tuple[str | None, str, dict | None]], data: str | None,
+                        refit: bool = False) -> list[str]:
     """The card's section on --teacher: what the student was matched to, and each teacher's own record."""
     alpha, t = kd.get("alpha"), kd.get("temperature")
     lines = ["## Distillation", "",
              f"Trained to match the mean of the probabilities of {len(teachers)} teacher"
              f"{'s' if len(teachers) > 1 else ''}, softened at temperature {t} "
              f"(weight {alpha}; the labels keep {1 - float(alpha):.2g}), computed on the very augmented batch the "
-             "student saw. The teachers were trained on the same data with the same held-out validation split "
-             "(checked at the start of the run).", "",
+             "student saw. " + ("The teachers were trained on the same data with a held-out validation split; this "
+                                "run has none (`--val-size 0`), so they label images they never trained on too."
+                                if refit else "The teachers were trained on the same data with the same held-out "
+                                "validation split (checked at the start of the run)."), "",
              "| teacher | sha256 | arch | epoch | validation top-1 | test top-1 (training precision) |",
              "|---|---|---|---:|---:|---:|"]
     commands = []
@@ -221,9 +226,13 @@ def render(ck: dict, run_dir: Path, card_path: Path, weights: Path, evaluation: 
                  f"{info.input_size}×{info.input_size} |")
     lines.append(f"| Classes | {len(classes)}: {', '.join(classes)} |")
     size_mb = weights.stat().st_size / 1e6
-    val_txt = f", validation top-1 {_fmt_pct(ck.get('val_top1'))}" if ck.get("val_top1") is not None else ""
-    lines.append(f"| Weights | `{weights.name}` ({size_mb:.1f} MB, sha256 `{_sha256(weights)[:16]}…`): epoch {epoch}"
-                 f"{val_txt} (chosen on the validation split held out of train, never on test) |")
+    refit = cfg.get("val_size") == 0
+    how = ("the last epoch of a run without validation (`--val-size 0`, every train image trained on): chosen "
+           "before the run, never on test" if refit else
+           f"validation top-1 {_fmt_pct(ck.get('val_top1'))} (chosen on the validation split held out of train, "
+           "never on test)")
+    lines.append(f"| Weights | `{weights.name}` ({size_mb:.1f} MB, sha256 `{_sha256(weights)[:16]}…`): epoch {epoch}, "
+                 f"{how} |")
     if evaluation:
         lines.append(f"| **Top-1, full test split** | **{evaluation.top1:.2f}%** on {evaluation.images:,} images "
                      f"(fp32, measured for this card) |")
@@ -235,7 +244,7 @@ def render(ck: dict, run_dir: Path, card_path: Path, weights: Path, evaluation: 
     warm, prior_epochs, prior_secs = [], 0, 0.0
     data = evaluation.source if (evaluation and data_matches) else cfg.get("data")
     for level, (init, stage_ck) in enumerate(stages):
-        part, secs, n = _warm_start_lines(init, stage_ck, data, level)
+        part, secs, n = _warm_start_lines(init, stage_ck, data, level, refit)
         warm += part
         prior_epochs = prior_epochs + n if (prior_epochs is not None and n) else None
         prior_secs = prior_secs + secs if (prior_secs is not None and secs is not None) else None
@@ -265,7 +274,7 @@ def render(ck: dict, run_dir: Path, card_path: Path, weights: Path, evaluation: 
     lines += warm
     if cfg.get("kd"):
         lines += _distillation_lines(cfg["kd"], teachers or [(None, sha, None) for sha in cfg["kd"]["teachers_sha256"]],
-                                     data)
+                                     data, refit)
     lines += ["## Configuration", "", "| option | value |", "|---|---|"]
     for key, flag in _OPTIONS:
         v = cfg.get(key)

@@ -231,8 +231,8 @@ def render(ck: dict, run_dir: Path, card_path: Path, weights: Path, evaluation: 
            "before the run, never on test" if refit else
            f"validation top-1 {_fmt_pct(ck.get('val_top1'))} (chosen on the validation split held out of train, "
            "never on test)")
-    lines.append(f"| Weights | `{weights.name}` ({size_mb:.1f} MB, sha256 `{_sha256(weights)[:16]}…`): epoch {epoch}, "
-                 f"{how} |")
+    lines.append(f"| Weights | `{weights.name}` ({size_mb:.1f} MB, sha256 `{_sha256(weights)[:16]}…`): "
+                 f"epoch {epoch}, {how} |")
     if evaluation:
         lines.append(f"| **Top-1, full test split** | **{evaluation.top1:.2f}%** on {evaluation.images:,} images "
                      f"(fp32, measured for this card) |")

@@ -414,7 +414,8 @@ def test_init_from_warm_starts_and_keeps_the_validation_split_held_out(tiny, tmp
     with pytest.raises(NinEdgeError, match="validation split"):
         train(cfg(tiny, tmp_path / "c", val_size=9, init_from=str(a / "best.pt")))
     # ... but a final refit on every train image (--val-size 0) chooses nothing, so it may start from it
-    refit = train(cfg(tiny, tmp_path / "refit", val_size=0, init_from=str(a / "best.pt"), teachers=(str(a / "best.pt"),)))
+    refit = train(cfg(tiny, tmp_path / "refit", val_size=0, init_from=str(a / "best.pt"),
+                      teachers=(str(a / "best.pt"),)))
     assert refit.best_val is None and load_checkpoint(tmp_path / "refit" / "best.pt")["run"]["val_size"] == 0
     md_refit = write_model_card(tmp_path / "refit").markdown  # the card must not claim a held-out choice
     assert "the last epoch of a run without validation (`--val-size 0`" in md_refit and "chooses nothing" in md_refit

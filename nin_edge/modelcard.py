@@ -24,7 +24,7 @@ _OPTIONS = (("arch", "--arch"), ("data", "--data"), ("epochs", "--epochs"), ("ba
             ("lr", "--lr"), ("weight_decay", "--weight-decay"), ("label_smoothing", "--label-smoothing"),
             ("warmup_frac", "--warmup-frac"), ("cutout", "--cutout"), ("cutmix", "--cutmix"), ("init_from", "--init-from"),
             ("teachers", "--teacher"), ("kd_alpha", "--kd-alpha"), ("kd_temperature", "--kd-temperature"),
-            ("val_size", "--val-size"), ("seed", "--seed"),
+            ("val_size", "--val-size"), ("hold_out", "--hold-out"), ("seed", "--seed"),
             ("precision", "--precision"), ("device", "--device"), ("max_minutes", "--max-minutes"),
             ("threads", "--threads"), ("out", "--out"))
 
@@ -116,7 +116,7 @@ def _stage_seconds(ck: dict) -> float | None:
 
 
 def _warm_start_lines(init: dict, stage1: dict | None, data: str | None,
-                      level: int = 0, refit: bool = False) -> tuple[list[str], float | None, int | None]:
+                      level: int = 0, refit: str | None = None) -> tuple[list[str], float | None, int | None]:
     """The card's section on a run this one started from (--init-from, `level` steps back); → (lines, its
     training seconds, its epochs)."""
     if stage1 is not None and stage1.get("history"):  # the loaded run knows its length better than the record
@@ -128,8 +128,8 @@ def _warm_start_lines(init: dict, stage1: dict | None, data: str | None,
              f"epoch {init.get('epoch')} of a {init.get('epochs_total') or '?'}-epoch run, validation top-1 "
              f"{_fmt_pct(init.get('val_top1'))}, test top-1 {_fmt_pct(init.get('test_top1'))} (training precision). "
              "Optimiser state and learning-rate schedule started fresh; "
-             + ("this run has no validation split (`--val-size 0`): it trains on every train image, including the "
-                "ones the earlier runs held out, and chooses nothing." if refit and level == 0 else
+             + (f"this run has no validation split (`--val-size 0`): it trains on {refit}, including the images "
+                "the earlier runs held out, and chooses nothing." if refit and level == 0 else
                 "the validation split is the same one, so it stayed held out in every run."), ""]
     secs = None
     if stage1 is not None:
@@ -145,7 +145,7 @@ def _warm_start_lines(init: dict, stage1: dict | None, data: str | None,
 
 
 def _distillation_lines(kd: dict, teachers: list[tuple[str | None, str, dict | None]], data: str | None,
-                        refit: bool = False) -> list[str]:
+                        refit: str | None = None) -> list[str]:
     """The card's section on --teacher: what the student was matched to, and each teacher's own record."""
     alpha, t = kd.get("alpha"), kd.get("temperature")
     lines = ["## Distillation", "",
@@ -226,8 +226,10 @@ def render(ck: dict, run_dir: Path, card_path: Path, weights: Path, evaluation: 
                  f"{info.input_size}×{info.input_size} |")
     lines.append(f"| Classes | {len(classes)}: {', '.join(classes)} |")
     size_mb = weights.stat().st_size / 1e6
-    refit = cfg.get("val_size") == 0
-    how = ("the last epoch of a run without validation (`--val-size 0`, every train image trained on): chosen "
+    hold = (ck.get("run") or {}).get("hold_out")
+    refit = None if cfg.get("val_size") != 0 else (
+        f"every train image but the {hold['removed']:,} of `--hold-out {hold['source']}`" if hold else "every train image")
+    how = (f"the last epoch of a run without validation (`--val-size 0`, trained on {refit}): chosen "
            "before the run, never on test" if refit else
            f"validation top-1 {_fmt_pct(ck.get('val_top1'))} (chosen on the validation split held out of train, "
            "never on test)")

@@ -20,6 +20,7 @@ alone evaluates and writes; decisions that must agree (refusing an out dir, resu
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -66,6 +67,7 @@ class TrainConfig:
     cutout: int = 0  # side of a zeroed square per image (DeVries & Taylor 2017); 0 = off
     cutmix: float = 0.0  # share of images that get a box pasted from another image (Yun et al. 2019); 0 = off
     init_from: str | None = None  # warm start: weights from this checkpoint, fresh optimiser and schedule
+    hold_out: str | None = None  # images of this source (matched by pixels) stay out of training, e.g. bundled:val
     teachers: tuple[str, ...] = ()  # knowledge distillation from the mean of these checkpoints (Hinton et al. 2015)
     kd_alpha: float | None = None  # weight of the distillation term (the labels keep 1 - alpha); None: KD_ALPHA
     kd_temperature: float | None = None  # softening temperature; None: KD_TEMPERATURE
@@ -78,9 +80,10 @@ class TrainConfig:
 
     # options that define a run: --resume refuses a change in any of them
     RUN_DEFINING = ("arch", "data_sha256", "epochs", "batch_size", "lr", "weight_decay", "label_smoothing",
-                    "val_size", "seed", "precision", "warmup_frac", "cutout", "cutmix", "init_sha256", "kd")
+                    "val_size", "seed", "precision", "warmup_frac", "cutout", "cutmix", "init_sha256", "kd",
+                    "hold_out")
     # run-defining options added later, with the value a checkpoint that lacks them was trained with
-    RUN_DEFAULTS = {"cutout": 0, "cutmix": 0.0, "init_sha256": None, "kd": None}
+    RUN_DEFAULTS = {"cutout": 0, "cutmix": 0.0, "init_sha256": None, "kd": None, "hold_out": None}
 
 
 @dataclass
@@ -360,6 +363,24 @@ def data_fingerprint(source: str, ds: Dataset) -> str:
     return "content:" + h.hexdigest()
 
 
+def hold_out_images(train_ds: Dataset, source: str, size: int) -> tuple[Dataset, dict]:
+    """--hold-out: drop from `train_ds` every image whose pixels (at the model's input size) equal one of
+    `source`'s — a bundled subset, or the train split of another source. Why: the package's `bundled:val`
+    images are the held-out set `export --max-drop` and `diagnose` measure INT8 choices on; a refit on every
+    train image (--val-size 0) must not train on them. → (the rest, what the run records)."""
+    from .calibration import pixel_sha256
+
+    held = _fit_to(load_dataset(source, "train"), size)
+    hashes = {pixel_sha256(im) for im in held.images}
+    drop = np.array([pixel_sha256(im) in hashes for im in train_ds.images], bool)
+    if not drop.any():
+        raise NinEdgeError(f"--hold-out {source}: none of its {len(held)} images is among the training images, "
+                           f"so holding it out changes nothing (another data set?)")
+    digest = hashlib.sha256("".join(sorted(hashes)).encode()).hexdigest()
+    return train_ds.subset(np.flatnonzero(~drop)), {"source": source, "images_sha256": digest,
+                                                    "removed": int(drop.sum())}
+
+
 # --------------------------------------------------------------------------- evaluation, schedule, plots
 @torch.no_grad()
 def evaluate(model: nn.Module, ds: Dataset, device: torch.device, batch: int = 500,
@@ -574,6 +595,8 @@ def _train(cfg: TrainConfig, rank: int, world: int, dev: torch.device) -> TrainR
         raise NinEdgeError(f"{cfg.data}: training needs at least 2 classes, found {list(classes)}")
     data_sha = data_fingerprint(cfg.data, full)
     train_ds, val_ds = split_train_val(full, cfg.val_size, cfg.seed)
+    # after the split, so the validation split (and every check of it against other runs) stays the same
+    train_ds, hold_def = hold_out_images(train_ds, cfg.hold_out, size) if cfg.hold_out else (train_ds, None)
     test_ds = _fit_to(load_dataset(cfg.data, "test"), size) if cfg.eval_test else None
     if test_ds is not None and test_ds.classes != classes:
         raise NinEdgeError(f"{cfg.data}: test classes {list(test_ds.classes)} differ from train classes {list(classes)}")
@@ -600,9 +623,9 @@ def _train(cfg: TrainConfig, rank: int, world: int, dev: torch.device) -> TrainR
     total_steps = steps_per_epoch * cfg.epochs
 
     run_def = {"arch": cfg.arch, "data_sha256": data_sha,
-               "init_sha256": init_meta["sha256"] if init_meta else None, "kd": kd_def,
+               "init_sha256": init_meta["sha256"] if init_meta else None, "kd": kd_def, "hold_out": hold_def,
                **{k: getattr(cfg, k) for k in TrainConfig.RUN_DEFINING
-                  if k not in ("arch", "data_sha256", "init_sha256", "kd")}}
+                  if k not in ("arch", "data_sha256", "init_sha256", "kd", "hold_out")}}
 
     # ---- out dir: refuse to clobber a run; --resume continues from last.pt (decided on rank 0, shared)
     last_pt, best_pt = out / "last.pt", out / "best.pt"

@@ -589,3 +589,38 @@ def test_distillation_trains_is_recorded_and_refuses_bad_teachers(tiny, tmp_path
     with pytest.raises(NinEdgeError, match="classes"):
         train(cfg(other, bad, teachers=(t,)))
     assert not bad.exists() or not any(bad.iterdir())  # nothing written by a refused run
+
+
+def test_hold_out_keeps_a_source_s_images_out_of_a_refit(tiny, tmp_path):
+    # the refit on every train image (--val-size 0) of the shipped weights must not train on bundled:val, the
+    # held-out set INT8 choices are measured on: --hold-out drops that source's images, matched by pixels
+    from nin_edge.modelcard import write_model_card
+
+    hold = tmp_path / "hold"
+    for c in CLASSES:
+        (hold / "train" / c).mkdir(parents=True)
+        for i in range(5):  # renamed copies: the match is on pixels, not file names
+            shutil.copy(tiny / "train" / c / f"{i:03d}.png", hold / "train" / c / f"held{i}.png")
+    out = tmp_path / "refit"
+    r = train(cfg(tiny, out, val_size=0, hold_out=str(hold)))
+    ck = load_checkpoint(out / "best.pt")
+    assert r.best_val is None and ck["run"]["hold_out"]["removed"] == 15 and ck["run"]["hold_out"]["source"] == str(hold)
+    # what the run trains on: the 120 train images less exactly the 15 held out
+    from nin_edge.data import load_dataset
+    from nin_edge.train import hold_out_images
+
+    full = load_dataset(tiny, "train")
+    kept, rec = hold_out_images(full, str(hold), 32)
+    held_ids = {f"train/{c}/{i:03d}.png" for c in CLASSES for i in range(5)}
+    assert len(kept) == 105 and rec == ck["run"]["hold_out"]
+    assert not held_ids & {i.replace("\\", "/")[-len("train/ant/000.png"):] for i in kept.ids}
+    assert len({i[-len("train/ant/000.png"):] for i in full.ids} & held_ids) == 15  # the ids are comparable
+    md = write_model_card(out).markdown
+    assert f"every train image but the 15 of `--hold-out {hold}`" in md and f"| `--hold-out` | {hold} |" in md
+    # the hold-out is part of the run: resuming without it is another run
+    with pytest.raises(NinEdgeError, match="hold_out"):
+        train(cfg(tiny, out, epochs=2, val_size=0, resume=True))
+    # a source sharing no image with the training data is a mistake, not a no-op
+    other = make_image_folder(tmp_path / "other", seed=7)
+    with pytest.raises(NinEdgeError, match="--hold-out .*none of its 120 images is among the training images"):
+        train(cfg(tiny, tmp_path / "x", val_size=0, hold_out=str(other)))

@@ -242,8 +242,11 @@ def _weights_info(meta: dict) -> dict:
     from .bundle import sha256_of
 
     p = Path(meta["weights"])
+    from .subsets import training_record
+
     keep = ("epoch", "val_top1", "test_top1", "seed", "data_sha256", "note", "code_version")
-    return {"path": p.name, "sha256": sha256_of(p), **{k: meta[k] for k in keep if k in meta}}
+    return {"path": p.name, "sha256": sha256_of(p), **{k: meta[k] for k in keep if k in meta},
+            **({"training": training_record(meta)} if meta.get("run") else {})}
 
 
 # --------------------------------------------------------------------------- the export
@@ -273,6 +276,12 @@ def export_bundle(opts: ExportOptions) -> ExportResult:
     if model_info(meta["arch"]).input_size != pp.size:
         raise NinEdgeError(f"{meta['weights']}: preprocessing size {pp.size} differs from arch "
                            f"'{meta['arch']}' input size {model_info(meta['arch']).input_size}")
+    if opts.int8 and opts.max_drop is not None:  # fail before any work: choices measured on training images
+        from .subsets import trained_on, training_record
+
+        if why := trained_on(training_record(meta), opts.max_drop_data):
+            raise NinEdgeError(f"--max-drop-data {opts.max_drop_data}: {why}; measure the choice on images they "
+                               "did not train on")
     ev = load_dataset(opts.eval_data, "test")
     check_classes(ev, classes)
     if len(ev) < PARITY_MIN_IMAGES:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -10,8 +11,10 @@ import pytest
 from onnx import numpy_helper
 from typer.testing import CliRunner
 
+import nin_edge
 from nin_edge.cli import app
 from nin_edge.errors import NinEdgeError
+from nin_edge.export import ExportOptions, export_bundle
 
 runner = CliRunner()
 
@@ -210,6 +213,56 @@ def test_diagnose_bad_options(default_bundle, args, msg):
 def test_diagnose_missing_bundle(tmp_path):
     r = runner.invoke(app, ["diagnose", "--bundle", str(tmp_path / "nope")])
     assert r.exit_code == 2 and "bundle directory not found" in r.output
+
+
+def test_trained_on_tells_which_bundled_subsets_weights_saw():
+    # bundled:val is cut from the runs' held-out split (5,000, seed 0): held out for weights trained on that split
+    # or refitted with --hold-out bundled:val; seen by a --val-size 0 refit without it, or by another split
+    from nin_edge.subsets import VAL_SPLIT, trained_on
+
+    sha = json.loads((Path(nin_edge.__file__).parent / "assets/subsets/manifest.json").read_text())["source_sha256"]
+    split = {"data_sha256": sha, "val_size": VAL_SPLIT[0], "seed": VAL_SPLIT[1], "hold_out": None}
+    refit = {**split, "val_size": 0}
+    assert trained_on(split, "bundled:val") is None and trained_on(split, "bundled:eval") is None
+    assert "train images outside the validation split" in trained_on(split, "bundled:calib")
+    assert "--val-size 0 --seed 0 and no --hold-out bundled:val" in trained_on(refit, "bundled:val")
+    assert "--val-size 5000 --seed 1 and no" in trained_on({**split, "seed": 1}, "bundled:val")
+    assert trained_on({**refit, "hold_out": "bundled:val"}, "bundled:val") is None
+    assert trained_on({**refit, "data_sha256": "0" * 64}, "bundled:val") is None  # trained on other data
+    assert trained_on(refit, "/some/folder") is None and trained_on(None, "bundled:val") is None
+
+
+def _refit_weights(tmp_path) -> Path:
+    """The shipped checkpoint relabelled as a --val-size 0 refit without --hold-out (same weights)."""
+    import torch
+
+    from nin_edge.checkpoint import shipped_weights
+
+    ck = torch.load(shipped_weights(), map_location="cpu", weights_only=True)
+    ck["run"] = {**ck["run"], "val_size": 0}
+    p = tmp_path / "refit.pt"
+    torch.save(ck, p)
+    return p
+
+
+def test_max_drop_refuses_images_the_weights_trained_on(tmp_path):
+    with pytest.raises(NinEdgeError, match=r"--max-drop-data bundled:val: the weights trained on these images "
+                                           r"\(the weights were trained with --val-size 0 --seed 0 and no --hold-out"):
+        export_bundle(ExportOptions(weights=str(_refit_weights(tmp_path)), int8=True, max_drop=0.3,
+                                    formats=("onnx",), out=str(tmp_path / "b"), progress=False))
+    assert not (tmp_path / "b").exists()
+
+
+def test_diagnose_refuses_images_the_weights_trained_on(default_bundle, tmp_path):
+    b = tmp_path / "refit-bundle"
+    shutil.copytree(default_bundle.root, b)
+    meta = json.loads((b / "bundle.json").read_text())
+    assert meta["weights"]["training"]["val_size"] == 5000  # the shipped weights: bundled:val held out
+    meta["weights"]["training"]["val_size"] = 0
+    (b / "bundle.json").write_text(json.dumps(meta))
+    r = runner.invoke(app, ["diagnose", "--bundle", str(b)])
+    assert r.exit_code == 2 and "--data bundled:val: the weights trained on these images" in r.output
+    assert len(r.output.strip().splitlines()) == 1
 
 
 # --------------------------------------------------------------------------- export --max-drop

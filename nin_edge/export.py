@@ -240,10 +240,9 @@ def _agree(a: np.ndarray, b: np.ndarray) -> float:
 
 def _weights_info(meta: dict) -> dict:
     from .bundle import sha256_of
-
-    p = Path(meta["weights"])
     from .subsets import training_record
 
+    p = Path(meta["weights"])
     keep = ("epoch", "val_top1", "test_top1", "seed", "data_sha256", "note", "code_version")
     return {"path": p.name, "sha256": sha256_of(p), **{k: meta[k] for k in keep if k in meta},
             **({"training": training_record(meta)} if meta.get("run") else {})}

@@ -227,8 +227,8 @@ def render(ck: dict, run_dir: Path, card_path: Path, weights: Path, evaluation: 
     lines.append(f"| Classes | {len(classes)}: {', '.join(classes)} |")
     size_mb = weights.stat().st_size / 1e6
     hold = (ck.get("run") or {}).get("hold_out")
-    refit = None if cfg.get("val_size") != 0 else (
-        f"every train image but the {hold['removed']:,} of `--hold-out {hold['source']}`" if hold else "every train image")
+    refit = None if cfg.get("val_size") != 0 else (f"every train image but the {hold['removed']:,} of "
+                                                   f"`--hold-out {hold['source']}`" if hold else "every train image")
     how = (f"the last epoch of a run without validation (`--val-size 0`, trained on {refit}): chosen "
            "before the run, never on test" if refit else
            f"validation top-1 {_fmt_pct(ck.get('val_top1'))} (chosen on the validation split held out of train, "

@@ -374,8 +374,9 @@ def hold_out_images(train_ds: Dataset, source: str, size: int) -> tuple[Dataset,
     hashes = {pixel_sha256(im) for im in held.images}
     drop = np.array([pixel_sha256(im) in hashes for im in train_ds.images], bool)
     if not drop.any():
-        raise NinEdgeError(f"--hold-out {source}: none of its {len(held)} images is among the training images, "
-                           f"so holding it out changes nothing (another data set?)")
+        raise NinEdgeError(f"--hold-out {source}: none of its {len(held)} images is among the images this run "
+                           "trains on, so holding it out changes nothing (already in the validation split, or "
+                           "another data set?)")
     digest = hashlib.sha256("".join(sorted(hashes)).encode()).hexdigest()
     return train_ds.subset(np.flatnonzero(~drop)), {"source": source, "images_sha256": digest,
                                                     "removed": int(drop.sum())}
@@ -491,9 +492,9 @@ def _check_split(what: str, ck: dict, cfg: TrainConfig, data_sha: str) -> None:
     this run validates on: warm-starting from it, or distilling from it, would leak them into the choice.
     A run without validation (--val-size 0: the final refit on every train image of a recipe chosen on
     validation) chooses nothing, so any split may feed it."""
-    run = ck.get("run") or {}
     if cfg.val_size <= 0:
         return
+    run = ck.get("run") or {}
     if ck.get("data_sha256") == data_sha and (run.get("val_size"), run.get("seed")) != (cfg.val_size, cfg.seed):
         raise NinEdgeError(f"{what}: it was trained on this data with --val-size {run.get('val_size')} "
                            f"--seed {run.get('seed')}, so it has seen images of this run's validation split "

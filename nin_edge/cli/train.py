@@ -65,8 +65,9 @@ def train_cmd(
                                    "[default with --teacher: 0.9]"),
     kd_temperature: float = typer.Option(None, help="distillation temperature [default with --teacher: 4]"),
     val_size: int = typer.Option(5000, min=0, help="train images held out to choose best.pt (0: none)"),
-    hold_out: str = typer.Option(None, help="leave this source's images (matched by pixels) out of training, e.g. "
-                                 "bundled:val — the held-out set INT8 choices are measured on — in a --val-size 0 refit"),
+    hold_out: str = typer.Option(None, help="leave this source's images (matched by pixels) out of training, "
+                                 "e.g. bundled:val — the held-out set INT8 choices are measured on — in a "
+                                 "--val-size 0 refit"),
     seed: int = typer.Option(0),
     max_minutes: float = typer.Option(None, min=0.0, help="stop after the epoch that passes this wall time (resume later)"),
     device: TrainDevice = typer.Option(TrainDevice.cpu, help="cpu, or cuda (nccl under torchrun)"),
@@ -98,7 +99,8 @@ def train_cmd(
                               weight_decay=weight_decay, label_smoothing=label_smoothing, warmup_frac=warmup_frac,
                               cutout=cutout, cutmix=cutmix, init_from=init_from, teachers=tuple(teacher or ()),
                               kd_alpha=kd_alpha, kd_temperature=kd_temperature,
-                              val_size=val_size, hold_out=hold_out, seed=seed, max_minutes=max_minutes, device=device.value,
+                              val_size=val_size, hold_out=hold_out, seed=seed, max_minutes=max_minutes,
+                              device=device.value,
                               precision=precision.value, threads=threads, eval_test=eval_test, progress=progress,
                               resume=resume, force=force, command=_command_line(opts)))
         if r.is_main and r.epochs_done:

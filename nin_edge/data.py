@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import pickle
 import tarfile
@@ -51,6 +52,34 @@ class Dataset:
         idx = np.asarray(idx)
         ids = tuple(self.ids[i] for i in idx) if self.ids else ()
         return Dataset(self.images[idx], self.labels[idx], self.classes, self.source, ids)
+
+
+VAL_SPLIT = (5000, 0)  # (--val-size, --seed) of the training runs' held-out split that bundled:val is drawn from
+
+
+def training_record(meta: dict) -> dict:
+    """What a checkpoint's metadata says about the train images it saw (kept in bundle.json's weights entry)."""
+    run = meta.get("run") or {}
+    return {"data_sha256": meta.get("data_sha256"), "val_size": run.get("val_size"), "seed": run.get("seed"),
+            "hold_out": (run.get("hold_out") or {}).get("source")}
+
+
+def trained_on(training: dict | None, source: str) -> str | None:
+    """Why the bundled subset `source` is among the images weights with this `training_record` trained on, or
+    None when it is not (or the record cannot tell: weights from elsewhere, or trained on other data)."""
+    if not training or not str(source).startswith("bundled:"):
+        return None
+    name = str(source).split(":", 1)[1]
+    manifest = json.loads((SUBSETS_DIR / "manifest.json").read_text())
+    if name == "eval" or training.get("data_sha256") != manifest.get("source_sha256"):
+        return None  # test images, or another training archive
+    if name == "val" and ((training.get("val_size"), training.get("seed")) == VAL_SPLIT
+                          or training.get("hold_out") == "bundled:val"):
+        return None
+    how = ("they are train images outside the validation split" if name != "val" else
+           f"the weights were trained with --val-size {training.get('val_size')} --seed {training.get('seed')}"
+           f"{'' if training.get('hold_out') else ' and no --hold-out bundled:val'}")
+    return f"the weights trained on these images ({how})"
 
 
 def default_cache_dir() -> Path:

@@ -510,7 +510,7 @@ def diagnose(opts: DiagnoseOptions, progress: Callable[[str], None] | None = Non
     images = manifest.get("images", [])
     x, labels, n_eval = _eval_set(opts.data, opts.split, b.classes, pp, [i["sha256"] for i in images],
                                   [i["id"] for i in images], manifest.get("source"), "--data")
-    from .subsets import trained_on
+    from .data import trained_on
 
     if why := trained_on((b.meta.get("weights") or {}).get("training"), opts.data):
         raise NinEdgeError(f"--data {opts.data}: {why} ({b.root}/bundle.json); measure on images they did not "

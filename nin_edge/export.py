@@ -240,7 +240,7 @@ def _agree(a: np.ndarray, b: np.ndarray) -> float:
 
 def _weights_info(meta: dict) -> dict:
     from .bundle import sha256_of
-    from .subsets import training_record
+    from .data import training_record
 
     p = Path(meta["weights"])
     keep = ("epoch", "val_top1", "test_top1", "seed", "data_sha256", "note", "code_version")
@@ -276,7 +276,7 @@ def export_bundle(opts: ExportOptions) -> ExportResult:
         raise NinEdgeError(f"{meta['weights']}: preprocessing size {pp.size} differs from arch "
                            f"'{meta['arch']}' input size {model_info(meta['arch']).input_size}")
     if opts.int8 and opts.max_drop is not None:  # fail before any work: choices measured on training images
-        from .subsets import trained_on, training_record
+        from .data import trained_on, training_record
 
         if why := trained_on(training_record(meta), opts.max_drop_data):
             raise NinEdgeError(f"--max-drop-data {opts.max_drop_data}: {why}; measure the choice on images they "

@@ -218,7 +218,7 @@ def test_diagnose_missing_bundle(tmp_path):
 def test_trained_on_tells_which_bundled_subsets_weights_saw():
     # bundled:val is cut from the runs' held-out split (5,000, seed 0): held out for weights trained on that split
     # or refitted with --hold-out bundled:val; seen by a --val-size 0 refit without it, or by another split
-    from nin_edge.subsets import VAL_SPLIT, trained_on
+    from nin_edge.data import VAL_SPLIT, trained_on
 
     sha = json.loads((Path(nin_edge.__file__).parent / "assets/subsets/manifest.json").read_text())["source_sha256"]
     split = {"data_sha256": sha, "val_size": VAL_SPLIT[0], "seed": VAL_SPLIT[1], "hold_out": None}

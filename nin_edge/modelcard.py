@@ -86,6 +86,22 @@ def _fmt_minutes(seconds: float) -> str:
     return f"{m:.1f} min" if m < 90 else f"{m / 60:.2f} h ({m:.0f} min)"
 
 
+def _run_command(ck: dict, data: str | None) -> tuple[str, str]:
+    """The command that reproduces a run, and how the card got it.
+
+    A checkpoint records the command line of the run's latest start; `--resume` (and `--force`) only say what to
+    do with an existing out dir, and `--resume` on a fresh one is refused, so they are dropped from the card.
+    """
+    recorded = ck.get("command")
+    if not recorded:
+        return _equivalent_command(ck, data), "equivalent command built from its stored run options"
+    parts = shlex.split(recorded)
+    kept = [p for p in parts if p not in ("--resume", "--force")]
+    if len(kept) == len(parts):
+        return recorded, "as recorded"
+    return shlex.join(kept), "as recorded, without the `--resume`/`--force` of its latest start"
+
+
 def _equivalent_command(ck: dict, data: str | None) -> str:
     """A `nin-edge train` command with the run-defining options (for runs that did not record theirs)."""
     cfg = dict(ck.get("run", {}))
@@ -134,8 +150,7 @@ def _warm_start_lines(init: dict, stage1: dict | None, data: str | None,
     secs = None
     if stage1 is not None:
         secs = _stage_seconds(stage1)
-        cmd = stage1.get("command") or _equivalent_command(stage1, data)
-        how = "as recorded" if stage1.get("command") else "equivalent command built from its stored run options"
+        cmd, how = _run_command(stage1, data)
         lines += [f"Its command ({how}); {_fmt_minutes(secs) if secs else 'wall time not recorded'} of training:",
                   "", "```", cmd, "```", ""]
     else:
@@ -165,7 +180,7 @@ def _distillation_lines(kd: dict, teachers: list[tuple[str | None, str, dict | N
             continue
         lines.append(f"| `{path}` | `{sha[:16]}…` | `{tck.get('arch')}` | {tck.get('epoch')} | "
                      f"{_fmt_pct(tck.get('val_top1'))} | {_fmt_pct(tck.get('test_top1'))} |")
-        commands.append(tck.get("command") or _equivalent_command(tck, data))
+        commands.append(_run_command(tck, data)[0])
     if commands:
         lines += ["", "Their commands:", "", "```", *commands, "```"]
     return lines + [""]
@@ -210,8 +225,8 @@ def render(ck: dict, run_dir: Path, card_path: Path, weights: Path, evaluation: 
                 f"({cpu['threads']} hardware threads)")
 
     if ck.get("command"):
-        command = ck["command"]
-        command_note = "as recorded by the run"
+        command, how = _run_command(ck, None)
+        command_note = how.replace("as recorded", "as recorded by the run", 1)
     else:
         data = evaluation.source if (evaluation and data_matches) else cfg.get("data")
         command = _equivalent_command(ck, data)
@@ -304,8 +319,10 @@ def render(ck: dict, run_dir: Path, card_path: Path, weights: Path, evaluation: 
 
     if history:
         lines += ["## Per-epoch history", "",
-                  "Validation = train images held out of training (chooses the checkpoint); test top-1 here is in "
-                  "the training precision.", "",
+                  ("No validation split in this run (`--val-size 0`): it chose nothing; the last epoch was fixed "
+                   "before the run. " if refit else
+                   "Validation = train images held out of training (chooses the checkpoint). ")
+                  + "Test top-1 here is in the training precision.", "",
                   "| epoch | train loss | val top-1 | test top-1 | lr (end) | epoch s | img/s |",
                   "|---:|---:|---:|---:|---:|---:|---:|"]
         for h in history:

@@ -296,6 +296,21 @@ def test_cli_train_runs_and_bad_inputs_exit_2(tiny, tmp_path):
 
 
 # --------------------------------------------------------------------------- model card
+def test_model_card_command_drops_resume_and_force():
+    # a checkpoint records the command of the run's latest start; `--resume` on a fresh out dir is refused,
+    # so the card's reproducing command must not carry it (nor --force), and says it dropped them
+    from nin_edge.modelcard import _run_command
+
+    base = "nin-edge train --arch nin-cifar --data 'my data.tar.gz' --epochs 40 --out runs/x --val-size 0"
+    assert _run_command({"command": base}, None) == (base, "as recorded")
+    cmd, how = _run_command({"command": base + " --no-progress --resume"}, None)
+    assert cmd == base + " --no-progress" and "without the `--resume`" in how
+    assert _run_command({"command": base + " --force"}, None)[0] == base
+    # no recorded command: the equivalent one built from the stored options
+    cmd, how = _run_command({"run": {"arch": "nin-seed", "epochs": 2}, "config": {}}, "d.tar.gz")
+    assert cmd.startswith("nin-edge train --arch nin-seed --data d.tar.gz --epochs 2") and "equivalent" in how
+
+
 def test_model_card_reports_full_test_split_and_per_class_accuracy(tiny, tmp_path):
     from nin_edge.checkpoint import load_model
     from nin_edge.data import load_dataset

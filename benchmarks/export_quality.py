@@ -195,7 +195,9 @@ def main() -> None:
     results: dict = {"weights": a.weights or "shipped"}
     model, meta = load_model(a.weights)
     results["weights_meta"] = {k: meta.get(k) for k in ("epoch", "val_top1", "test_top1", "note")}
-    print(f"weights: {meta['weights']} (epoch {meta.get('epoch')}, {meta.get('note', '')})")
+    val = meta.get("val_top1")
+    print(f"weights: {meta['weights']} (epoch {meta.get('epoch')}, "
+          + (f"validation top-1 {val:.2f}%)" if val is not None else "no validation split)"))
     with tempfile.TemporaryDirectory(prefix="export-quality-") as d:
         work = Path(d)
         fp32 = work / "model.onnx"

@@ -239,7 +239,7 @@ def _refit_weights(tmp_path) -> Path:
     from nin_edge.checkpoint import shipped_weights
 
     ck = torch.load(shipped_weights(), map_location="cpu", weights_only=True)
-    ck["run"] = {**ck["run"], "val_size": 0}
+    ck["run"] = {**ck["run"], "val_size": 0, "hold_out": None}
     p = tmp_path / "refit.pt"
     torch.save(ck, p)
     return p
@@ -254,11 +254,16 @@ def test_max_drop_refuses_images_the_weights_trained_on(tmp_path):
 
 
 def test_diagnose_refuses_images_the_weights_trained_on(default_bundle, tmp_path):
+    from nin_edge.data import trained_on
+
     b = tmp_path / "refit-bundle"
     shutil.copytree(default_bundle.root, b)
     meta = json.loads((b / "bundle.json").read_text())
-    assert meta["weights"]["training"]["val_size"] == 5000  # the shipped weights: bundled:val held out
-    meta["weights"]["training"]["val_size"] = 0
+    # the shipped weights: a --val-size 0 refit with bundled:val held out, which diagnose accepts
+    training = meta["weights"]["training"]
+    assert training["val_size"] == 0 and training["hold_out"] == "bundled:val"
+    assert trained_on(training, "bundled:val") is None
+    training["hold_out"] = None  # the same weights as if refitted on every train image
     (b / "bundle.json").write_text(json.dumps(meta))
     r = runner.invoke(app, ["diagnose", "--bundle", str(b)])
     assert r.exit_code == 2 and "--data bundled:val: the weights trained on these images" in r.output

@@ -90,7 +90,7 @@ def test_info_tensorrt_not_installed_here():
 def test_models_lists_the_zoo_with_counts():
     r = runner.invoke(app, ["models"])
     assert r.exit_code == 0, r.output
-    assert len(list_models()) == 5
+    assert len(list_models()) == 6
     for name in list_models():
         m = create_model(name)
         assert name in r.output

@@ -13,7 +13,7 @@ from torch import nn
 from nin_edge.errors import NinEdgeError
 from nin_edge.models import count_macs, count_params, create_model, list_models, model_info
 
-ZOO = ("nin-bn", "nin-cifar", "nin-imagenet", "nin-paper", "nin-seed")
+ZOO = ("nin-bn", "nin-cifar", "nin-cifar-wide", "nin-imagenet", "nin-paper", "nin-seed")
 
 
 def conv_p(k: int, cin: int, cout: int, bias: bool = True) -> int:
@@ -156,6 +156,21 @@ def test_nin_cifar_counts():
     m = create_model("nin-cifar")
     assert count_params(m) == weights + bn == 1_012_160
     assert count_macs(m, 32) == macs == 109_494_272
+
+
+def test_nin_cifar_wide_counts():
+    # nin-cifar's layout at widths 96/256/512: same formulas, ~1.9× the MACs, still no FC
+    weights = (conv_p(3, 3, 96, False) + 2 * conv_p(1, 96, 96, False)
+               + conv_p(3, 96, 256, False) + 2 * conv_p(1, 256, 256, False)
+               + conv_p(3, 256, 512, False) + conv_p(1, 512, 512, False) + conv_p(1, 512, 10, False))
+    bn = 2 * (3 * 96 + 3 * 256 + 2 * 512)
+    macs = (conv_m(32, 3, 3, 96) + 2 * conv_m(32, 1, 96, 96)
+            + conv_m(16, 3, 96, 256) + 2 * conv_m(16, 1, 256, 256)
+            + conv_m(8, 3, 256, 512) + conv_m(8, 1, 512, 512) + conv_m(8, 1, 512, 10))
+    m = create_model("nin-cifar-wide")
+    assert count_params(m) == weights + bn == 1_824_352
+    assert count_macs(m, 32) == macs
+    assert not any(isinstance(x, nn.Linear) for x in m.modules())
 
 
 def test_nin_paper_counts():

@@ -98,6 +98,7 @@ class TrainResult:
     history: list = field(default_factory=list)
     model: nn.Module | None = field(default=None, repr=False)  # the trained module (last epoch's weights)
     is_main: bool = True  # rank 0 (the rank that evaluated and wrote); other ranks' history is not filled in
+    resumed_from: int = 0  # epochs already done when this invocation started (--resume); `minutes` covers the rest
 
 
 # --------------------------------------------------------------------------- distributed helpers
@@ -758,4 +759,4 @@ def _train(cfg: TrainConfig, rank: int, world: int, dev: torch.device) -> TrainR
     best = max(history, key=lambda h: h["val_top1"] if h.get("val_top1") is not None else h["epoch"]) if history else {}
     return TrainResult(out, len(history), best.get("val_top1"), best.get("test_top1"),
                        history[-1].get("test_top1") if history else None, (time.time() - t_start) / 60,
-                       stopped_early, history, model, is_main)
+                       stopped_early, history, model, is_main, start_epoch)

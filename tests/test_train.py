@@ -156,10 +156,10 @@ def test_resume_equals_uninterrupted_bit_for_bit(tiny, tmp_path):
     b = tmp_path / "b"
     train(cfg(tiny, a, arch="nin-bn", epochs=2))
     r1 = train(cfg(tiny, b, arch="nin-bn", epochs=2, max_minutes=0))  # stops after the first epoch
-    assert r1.stopped_early and r1.epochs_done == 1
+    assert r1.stopped_early and r1.epochs_done == 1 and r1.resumed_from == 0
     assert torch.load(b / "last.pt", weights_only=True)["epoch"] == 1
     r2 = train(cfg(tiny, b, arch="nin-bn", epochs=2, resume=True))
-    assert r2.epochs_done == 2 and not r2.stopped_early
+    assert r2.epochs_done == 2 and not r2.stopped_early and r2.resumed_from == 1
     ca = torch.load(a / "last.pt", weights_only=True)
     cb = torch.load(b / "last.pt", weights_only=True)
     assert ca["state_dict"].keys() == cb["state_dict"].keys()
@@ -282,6 +282,14 @@ def test_cli_train_runs_and_bad_inputs_exit_2(tiny, tmp_path):
 
     r = _invoke(common + ["--out", str(out)])
     assert r.exit_code == 2 and "already holds a run" in r.output and "Traceback" not in r.output
+    # a resumed run says which epochs this invocation trained (its minutes cover only those)
+    part = tmp_path / "part"
+    two = list(common)
+    two[two.index("--epochs") + 1] = "2"
+    r = _invoke(two + ["--out", str(part), "--max-minutes", "0"])
+    assert r.exit_code == 0 and "done: 1 epochs" in r.output and "continue with --resume" in r.output
+    r = _invoke(two + ["--out", str(part), "--resume"])
+    assert r.exit_code == 0 and "done: epoch 2 (resumed after 1) in" in r.output, r.output
     r = _invoke(common + ["--out", str(out), "--resume", "--force"])
     assert r.exit_code == 2 and "choose one" in r.output
     r = _invoke(["train", "--data", str(tmp_path / "nope.tar.gz"), "--out", str(tmp_path / "x"), "--threads", "1"])

@@ -107,5 +107,9 @@ def train_cmd(
             best = f"best val {r.best_val:.2f}%" if r.best_val is not None else "no validation split"
             test = f" (test at that epoch {r.test_at_best:.2f}%)" if r.test_at_best is not None else ""
             more = "; stopped at --max-minutes, continue with --resume" if r.stopped_early else ""
-            typer.echo(f"done: {r.epochs_done} epochs in {r.minutes:.1f} min; {best}{test}; "
+            first = r.resumed_from + 1
+            ran = (f"{r.epochs_done} epochs" if not r.resumed_from else
+                   (f"epoch {first}" if first == r.epochs_done else f"epochs {first}–{r.epochs_done}")
+                   + f" (resumed after {r.resumed_from})")
+            typer.echo(f"done: {ran} in {r.minutes:.1f} min; {best}{test}; "
                        f"checkpoints in {r.out}{more}")

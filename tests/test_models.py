@@ -143,32 +143,32 @@ def test_nin_bn_counts():
     assert count_macs(m, 32) == count_macs(seed, 32)
 
 
-def test_nin_cifar_counts():
+def _bn_nin_counts(w1: int, w2: int, w3: int) -> tuple[int, int]:
+    """Parameters and MACs of nin-cifar's layout at widths w1/w2/w3, from the layer formulas."""
     # stride-1 stem: 32×32 → pool 16 → pool 8 → GAP; BN after every conv except the class maps; no bias
     # anywhere (BN's β replaces it; the class-map conv has none either).
-    weights = (conv_p(3, 3, 64, False) + 2 * conv_p(1, 64, 64, False)
-               + conv_p(3, 64, 192, False) + 2 * conv_p(1, 192, 192, False)
-               + conv_p(3, 192, 384, False) + conv_p(1, 384, 384, False) + conv_p(1, 384, 10, False))
-    bn = 2 * (3 * 64 + 3 * 192 + 2 * 384)
-    macs = (conv_m(32, 3, 3, 64) + 2 * conv_m(32, 1, 64, 64)
-            + conv_m(16, 3, 64, 192) + 2 * conv_m(16, 1, 192, 192)
-            + conv_m(8, 3, 192, 384) + conv_m(8, 1, 384, 384) + conv_m(8, 1, 384, 10))
+    weights = (conv_p(3, 3, w1, False) + 2 * conv_p(1, w1, w1, False)
+               + conv_p(3, w1, w2, False) + 2 * conv_p(1, w2, w2, False)
+               + conv_p(3, w2, w3, False) + conv_p(1, w3, w3, False) + conv_p(1, w3, 10, False))
+    bn = 2 * (3 * w1 + 3 * w2 + 2 * w3)
+    macs = (conv_m(32, 3, 3, w1) + 2 * conv_m(32, 1, w1, w1)
+            + conv_m(16, 3, w1, w2) + 2 * conv_m(16, 1, w2, w2)
+            + conv_m(8, 3, w2, w3) + conv_m(8, 1, w3, w3) + conv_m(8, 1, w3, 10))
+    return weights + bn, macs
+
+
+def test_nin_cifar_counts():
+    params, macs = _bn_nin_counts(64, 192, 384)
     m = create_model("nin-cifar")
-    assert count_params(m) == weights + bn == 1_012_160
+    assert count_params(m) == params == 1_012_160
     assert count_macs(m, 32) == macs == 109_494_272
 
 
 def test_nin_cifar_wide_counts():
     # nin-cifar's layout at widths 96/256/512: same formulas, ~1.9× the MACs, still no FC
-    weights = (conv_p(3, 3, 96, False) + 2 * conv_p(1, 96, 96, False)
-               + conv_p(3, 96, 256, False) + 2 * conv_p(1, 256, 256, False)
-               + conv_p(3, 256, 512, False) + conv_p(1, 512, 512, False) + conv_p(1, 512, 10, False))
-    bn = 2 * (3 * 96 + 3 * 256 + 2 * 512)
-    macs = (conv_m(32, 3, 3, 96) + 2 * conv_m(32, 1, 96, 96)
-            + conv_m(16, 3, 96, 256) + 2 * conv_m(16, 1, 256, 256)
-            + conv_m(8, 3, 256, 512) + conv_m(8, 1, 512, 512) + conv_m(8, 1, 512, 10))
+    params, macs = _bn_nin_counts(96, 256, 512)
     m = create_model("nin-cifar-wide")
-    assert count_params(m) == weights + bn == 1_824_352
+    assert count_params(m) == params == 1_824_352
     assert count_macs(m, 32) == macs
     assert not any(isinstance(x, nn.Linear) for x in m.modules())
 

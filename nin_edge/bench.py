@@ -591,6 +591,7 @@ def run_bench(opts: BenchOptions) -> BenchReport:
     if load_before and max(load_before[0], load_after[0]) > 0.5:
         notes.append(f"other work was running: 1-min load average {load_before[0]:.2f} before, {load_after[0]:.2f} "
                      f"after, on {cores} usable cores — timings include that contention")
+    notes += [f"{r.label}: {r.executed['warning']}" for r in rows if r.executed.get("warning")]
     noisy = [f"{r.label} b{s.batch}" for r in rows for s in r.latency if s.noisy]
     if noisy:
         notes.append(f"noisy (round medians >{NOISY_SPREAD:.0%} apart; see CV): {', '.join(noisy)}")

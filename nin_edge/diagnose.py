@@ -398,7 +398,7 @@ def _top1(path: Path, x: np.ndarray, labels: np.ndarray, threads: int | None) ->
 
 # --------------------------------------------------------------------------- diagnose
 _FORM_KEYS = {"form", "activations", "weights", "per_channel_weights", "activation_symmetric", "weight_symmetric",
-              "op_types", "why", "keep_float", "nodes_excluded"}
+              "op_types", "why", "keep_float", "nodes_excluded", "weight_bits", "reduce_range"}
 
 
 def form_from_record(info: dict, where: str):
@@ -412,6 +412,7 @@ def form_from_record(info: dict, where: str):
                        per_channel=bool(info["per_channel_weights"]),
                        activation_symmetric=bool(info["activation_symmetric"]),
                        op_types=tuple(ops) if isinstance(ops, list) else (),
+                       reduce_range=bool(info.get("reduce_range", False)),  # absent: 8-bit (before it existed)
                        extra=tuple((k, v) for k, v in info.items() if k not in _FORM_KEYS))
     except (KeyError, TypeError):
         name = info.get("form", "ort-cpu") if isinstance(info, dict) else None
@@ -741,7 +742,8 @@ def _quick_latency(paths: dict[str, Path], x: np.ndarray, rounds: int = 7, iters
 
 def accuracy_control(fp32: Path, ranges: Path, method: str, cs, max_drop: float, data: str, classes,
                      workdir: Path, split: str = "test", openvino: bool = False, start: tuple[str, ...] = (),
-                     threads: int | None = None, say: Callable[[str], None] | None = None) -> AccuracyControl:
+                     threads: int | None = None, say: Callable[[str], None] | None = None,
+                     ort_form: str = "ort-cpu") -> AccuracyControl:
     """The `--max-drop` search: the fewest layers to keep in float so that every INT8 artifact (ORT CPU form,
     TensorRT form, and the NNCF OpenVINO IR when `openvino`) is within `max_drop` points of fp32 top-1 on
     `data` (held out: may not overlap the calibration set `cs`). Raises `Unreachable` if even every layer in
@@ -757,7 +759,7 @@ def accuracy_control(fp32: Path, ranges: Path, method: str, cs, max_drop: float,
     fp32_model = _load(fp32)
     layers = [node.name for node in weighted_nodes(fp32_model)]
     fp32_top1 = _top1(fp32, x, labels, threads)
-    forms = {"model.int8.onnx": FORMS["ort-cpu"], "model.int8.trt.onnx": FORMS["tensorrt"]}
+    forms = {"model.int8.onnx": FORMS[ort_form], "model.int8.trt.onnx": FORMS["tensorrt"]}
     OV = "openvino/model.int8.xml"
     workdir.mkdir(parents=True, exist_ok=True)
     top1_cache: dict[tuple[frozenset, str], float] = {}
@@ -813,8 +815,8 @@ def accuracy_control(fp32: Path, ranges: Path, method: str, cs, max_drop: float,
     lat = {}
     if keep != tuple(start):
         a, b = workdir / "lat-int8.onnx", workdir / "lat-mixed.onnx"
-        quantize_onnx(fp32, a, FORMS["ort-cpu"], ranges, method, tuple(start))
-        quantize_onnx(fp32, b, FORMS["ort-cpu"], ranges, method, keep)
+        quantize_onnx(fp32, a, FORMS[ort_form], ranges, method, tuple(start))
+        quantize_onnx(fp32, b, FORMS[ort_form], ranges, method, keep)
         lat = _quick_latency({"fp32": fp32, "int8": a, "int8_mixed": b}, x)
     return AccuracyControl(max_drop=max_drop, data=data, images=n, fp32_top1=fp32_top1, int8_top1=int8_all,
                            final_top1=final, keep_float=keep, ranking=tuple(ranking), trials=tuple(trials),

@@ -37,6 +37,15 @@ class Format(str, Enum):
     tensorrt = "tensorrt"
 
 
+class OrtCpu(str, Enum):
+    """The CPUs model.int8.onnx is for (its Q/DQ form in nin_edge/quantize.py's FORMS)."""
+    any = "any"    # 7-bit weights: exact on every x86 CPU (AVX2 included) and on ARM
+    vnni = "vnni"  # 8-bit weights: CPUs with VNNI or ARM only; AVX2-only x86 saturates int16 sums
+
+
+ORT_FORMS = {OrtCpu.any: "ort-cpu", OrtCpu.vnni: "ort-cpu-vnni"}
+
+
 def _path(backend: str, precision: str) -> str:
     return LAYOUT[(backend, precision)][0]
 
@@ -59,6 +68,7 @@ class ExportOptions:
     max_drop: float | None = None     # issue 9: max INT8 top-1 drop (points); layers fall back to float (diagnose.py)
     max_drop_data: str = "bundled:val"  # held-out images the --max-drop choice is measured on (never calibration)
     threads: int | None = None        # ORT/OpenVINO threads for the checks (None: the libraries' default)
+    ort_cpu: str = "any"              # the CPUs model.int8.onnx is for (OrtCpu): its weights' bits
 
     def validate(self) -> tuple[Format, ...]:
         if self.max_drop is not None:
@@ -74,6 +84,10 @@ class ExportOptions:
         except ValueError:
             raise NinEdgeError(f"--method {self.method!r}: choose one of {', '.join(m.value for m in CalibMethod)}") from None
         del method
+        try:
+            OrtCpu(self.ort_cpu)
+        except ValueError:
+            raise NinEdgeError(f"--ort-cpu {self.ort_cpu!r}: choose one of {', '.join(m.value for m in OrtCpu)}") from None
         fmts = []
         names = self.formats.split(",") if isinstance(self.formats, str) else self.formats
         for f in names:
@@ -334,10 +348,12 @@ def export_bundle(opts: ExportOptions) -> ExportResult:
                 with st.stage("accuracy", f"--max-drop {opts.max_drop:g} on {opts.max_drop_data}"):
                     accuracy = accuracy_control(onnx_path, ranges, opts.method, cs, opts.max_drop, opts.max_drop_data,
                                                 classes, work / "accuracy", openvino=Format.openvino in formats,
-                                                start=tuple(opts.keep_float), threads=opts.threads, say=st.note)
+                                                start=tuple(opts.keep_float), threads=opts.threads, say=st.note,
+                                                ort_form=ORT_FORMS[OrtCpu(opts.ort_cpu)])
                 keep_float = accuracy.keep_float
             with st.stage("quantize", "Q/DQ INT8: ONNX Runtime CPU form + TensorRT form"):
-                for backend, form in (("onnxruntime", FORMS["ort-cpu"]), ("onnxruntime-trt-qdq", FORMS["tensorrt"])):
+                for backend, form in (("onnxruntime", FORMS[ORT_FORMS[OrtCpu(opts.ort_cpu)]]),
+                                      ("onnxruntime-trt-qdq", FORMS["tensorrt"])):
                     rel = _path(backend, "int8")
                     quant_info[rel] = quantize_onnx(onnx_path, w.path(rel), form, ranges, opts.method, keep_float)
 

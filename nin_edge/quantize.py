@@ -60,23 +60,34 @@ class QdqForm:
     op_types: tuple[str, ...] = ()          # () = every op type ORT can quantize
     extra: tuple[tuple[str, object], ...] = ()
     why: str = ""
+    reduce_range: bool = False              # 7-bit weights (ORT's reduce_range): no int16 saturation on AVX2
 
     def describe(self) -> dict:
         return {"form": self.name, "activations": self.activation_type, "weights": self.weight_type,
+                "weight_bits": 7 if self.reduce_range else 8, "reduce_range": self.reduce_range,
                 "per_channel_weights": self.per_channel, "activation_symmetric": self.activation_symmetric,
                 "weight_symmetric": True, "op_types": list(self.op_types) or "all ORT-quantizable",
                 **{k: v for k, v in self.extra}, "why": self.why}
 
 
 FORMS: dict[str, QdqForm] = {
-    # ORT's quantize_static docstring (1.32) for x86 CPUs with VNNI: QUInt8 activations, QInt8 weights,
-    # reduce_range off. Measured here at batch 1, 1 thread (benchmarks/export_quality.py --parts forms,
-    # RESULTS.md): U8S8/S8S8 × per-tensor/per-channel all ran 0.264-0.266 ms (3.2× fp32) with the same top-1
-    # on 5,000 held-out train images; per-channel weights kept 98.5% of fp32's top-1 decisions vs 97.7%
-    # per-tensor, so per-channel U8S8 (the recommended types) it is.
+    # U8S8 (QUInt8 activations, QInt8 weights), per-channel weights: ORT's quantize_static docstring (1.32)
+    # for x86 CPUs. Measured at batch 1, 1 thread (benchmarks/export_quality.py --parts forms, RESULTS.md):
+    # U8S8/S8S8 × per-tensor/per-channel all ran 0.264-0.266 ms (3.2× fp32) with the same top-1 on 5,000
+    # held-out train images; per-channel weights kept 98.5% of fp32's top-1 decisions vs 97.7% per-tensor.
+    # Weights in 7 bits (reduce_range), the same docstring's advice for x86 CPUs without VNNI: there MLAS
+    # multiplies u8×s8 pairs with vpmaddubsw, whose int16 sum saturates when both weights of a pair are near
+    # ±127. Measured on an AVX2-only AMD EPYC (RESULTS.md, export): 8-bit weights 86.14% top-1 on the 10,000
+    # test images (92.1% same top-1 as fp32) against 89.79% for the same model computed without int8 kernels
+    # (what a VNNI CPU computes); 7-bit weights 89.70% on both kinds of CPU. An INT8 file moves between
+    # machines, so the default is the form that is exact everywhere; `ort-cpu-vnni` keeps 8 bits.
     "ort-cpu": QdqForm("ort-cpu", "QUInt8", "QInt8", per_channel=True, activation_symmetric=False,
-                       why="ORT's recommendation for x86 CPUs with VNNI (U8S8); per-channel weights: same "
-                           "batch-1 latency as per-tensor here, closer to fp32"),
+                       reduce_range=True,
+                       why="U8S8, per-channel 7-bit weights: exact on every x86 CPU (no int16 saturation "
+                           "without VNNI) and on ARM"),
+    "ort-cpu-vnni": QdqForm("ort-cpu-vnni", "QUInt8", "QInt8", per_channel=True, activation_symmetric=False,
+                            why="U8S8, per-channel 8-bit weights: only for CPUs with VNNI (AVX512-VNNI/AVX-VNNI) "
+                                "or ARM; x86 CPUs without VNNI saturate int16 sums and lose accuracy"),
     # TensorRT explicit quantization: signed int8, symmetric (zero point 0) activations and weights,
     # per-channel weights on the output-channel axis. Q/DQ only on the inputs of weighted ops (Conv, Gemm,
     # MatMul), not on their outputs — NVIDIA's Q/DQ placement recommendation: TensorRT fuses ReLU/pooling
@@ -167,7 +178,7 @@ def quantize_onnx(fp32: Path, out: Path, form: QdqForm, ranges: Path, method: Ca
     with _quiet():
         quantize_static(str(fp32), str(out), calibration_data_reader=None, quant_format=QuantFormat.QDQ,
                         op_types_to_quantize=list(form.op_types) or None, per_channel=form.per_channel,
-                        reduce_range=False, activation_type=QuantType[form.activation_type],
+                        reduce_range=form.reduce_range, activation_type=QuantType[form.activation_type],
                         weight_type=QuantType[form.weight_type], nodes_to_exclude=excluded,
                         calibrate_method=_ort_method(method), extra_options=extra,
                         calibration_cache_path=str(ranges))

@@ -270,3 +270,12 @@ def test_class_mismatch_is_one_line_exit_2(tmp_path, monkeypatch):
     assert len(lines) == 1 and "Traceback" not in r.output, r.output
     assert "['apple', 'pear'] differ from the model's ['airplane'," in lines[0], lines[0]
     assert not out.exists()
+
+
+def test_export_ort_cpu_choice_is_checked(tmp_path):
+    """`--ort-cpu` (which CPUs model.int8.onnx is for) takes only its choices and names them."""
+    out = tmp_path / "bundle"
+    r = runner.invoke(app, ["export", "--int8", "--ort-cpu", "avx2", "--out", str(out)])
+    assert r.exit_code == 2, (r.exit_code, r.output)
+    assert "'avx2' is not one of 'any', 'vnni'" in " ".join(r.output.split()), r.output
+    assert not out.exists()

@@ -138,6 +138,8 @@ def test_ort_int8_agrees_with_fp32(default_bundle, eval_data, fp32_logits, rel):
     agree = 100 * (fp == q).mean()
     assert agree >= MIN_INT8_AGREEMENT, f"{rel}: {agree:.1f}% same top-1 as fp32"
     info = default_bundle.artifacts[rel]
+    # the CPU form is the portable one by default: 7-bit weights (exact without VNNI too, see quantize.py)
+    assert info["quantization"]["weight_bits"] == (7 if rel == "model.int8.onnx" else 8)
     assert info["top1_agreement_with_fp32"] == pytest.approx(agree, abs=0.01)
     assert info["top1_at_export"] == pytest.approx(100 * (q == ds.labels).mean(), abs=0.01)
 
@@ -364,6 +366,7 @@ def bad_weights(tmp_path_factory):
     (dict(opset=12), "--opset 12"),
     (dict(formats=("onnx", "coreml")), "unknown format 'coreml'"),
     (dict(method="kl"), "--method 'kl'"),
+    (dict(int8=True, ort_cpu="avx2"), "--ort-cpu 'avx2': choose one of any, vnni"),
     (dict(max_drop=0.3), "--max-drop applies to INT8 exports"),
     (dict(keep_float=("x",)), "keep_float only applies to INT8"),
     (dict(int8=True, calib="no-such-spec"), "unknown calibration spec 'no-such-spec'"),

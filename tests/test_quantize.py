@@ -64,7 +64,7 @@ def both_forms(fp32, small_set, tmp_path_factory):
     d = tmp_path_factory.mktemp("forms")
     ranges = calibrate_onnx(fp32, small_set, "minmax", d)
     out = {}
-    for name in ("ort-cpu", "tensorrt"):
+    for name in ("ort-cpu", "ort-cpu-vnni", "tensorrt"):
         out[name] = d / f"{name}.onnx"
         quantize_onnx(fp32, out[name], FORMS[name], ranges, "minmax")
     return out
@@ -81,6 +81,39 @@ def test_ort_cpu_form_is_u8s8(both_forms):
     act = {init[n.input[2]].dtype for n in qdq if n.input[0] not in init}
     wts = {init[n.input[2]].dtype for n in qdq if n.input[0] in init and n.input[0].endswith("weight_quantized")}
     assert act == {np.dtype("uint8")} and wts == {np.dtype("int8")}
+
+
+def _weights(path):
+    _, init, qdq = _qdq(path)
+    return [init[n.input[0]] for n in qdq if n.input[0] in init and n.input[0].endswith("weight_quantized")]
+
+
+def test_ort_cpu_form_has_7bit_weights_and_the_vnni_form_8bit(both_forms):
+    """Default form: every int8 weight in [-64, 64] (ORT's symmetric reduce_range), so a u8×s8 pair sum fits in int16 on
+    CPUs without VNNI (255·64·2 < 32767); the VNNI form uses the full 8 bits."""
+    portable, vnni = _weights(both_forms["ort-cpu"]), _weights(both_forms["ort-cpu-vnni"])
+    assert portable and len(portable) == len(vnni)
+    assert max(int(np.abs(w.astype(np.int32)).max()) for w in portable) <= 64
+    assert max(int(np.abs(w.astype(np.int32)).max()) for w in vnni) >= 127
+    assert FORMS["ort-cpu"].describe()["weight_bits"] == 7 and FORMS["ort-cpu-vnni"].describe()["weight_bits"] == 8
+
+
+def test_saturation_warning_only_for_8bit_u8s8_on_x86_without_vnni():
+    from nin_edge.runners.onnxruntime_runner import saturation_warning
+
+    avx2 = {"avx2": True, "avx512_vnni": False, "avx_vnni": False}
+    rec = {"quantization": FORMS["ort-cpu-vnni"].describe()}
+    msg = saturation_warning("model.int8.onnx", rec, avx2)
+    assert msg and "model.int8.onnx" in msg and "--ort-cpu any" in msg
+    # an old bundle's record (before reduce_range was recorded) is 8-bit too
+    old = {k: v for k, v in rec["quantization"].items() if k not in ("reduce_range", "weight_bits")}
+    assert saturation_warning("m", {"quantization": old}, avx2)
+    assert saturation_warning("m", rec, {**avx2, "avx512_vnni": True}) is None
+    assert saturation_warning("m", rec, {**avx2, "avx_vnni": True}) is None
+    assert saturation_warning("m", rec, {"avx2": False, "neon": True}) is None          # ARM
+    assert saturation_warning("m", {"quantization": FORMS["ort-cpu"].describe()}, avx2) is None
+    assert saturation_warning("m", {"quantization": FORMS["tensorrt"].describe()}, avx2) is None
+    assert saturation_warning("m", {}, avx2) is None                                    # fp32 artifact
 
 
 def test_tensorrt_form_passes_its_structure_check(both_forms):

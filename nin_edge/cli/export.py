@@ -6,6 +6,11 @@ from . import app
 from ._common import guard
 
 
+class OrtCpuChoice(str, Enum):
+    any = "any"
+    vnni = "vnni"
+
+
 class MethodChoice(str, Enum):
     minmax = "minmax"
     entropy = "entropy"
@@ -30,6 +35,9 @@ def export_cmd(
                                    "--max-drop-data; the most sensitive layers are kept in float until it holds"),
     max_drop_data: str = typer.Option("bundled:val", help="held-out images --max-drop is measured on "
                                       "(refused if they overlap the calibration images)"),
+    ort_cpu: OrtCpuChoice = typer.Option(OrtCpuChoice.any, help="CPUs model.int8.onnx is for: any (7-bit "
+                                         "weights, exact on every x86 and ARM CPU) or vnni (8-bit weights; x86 CPUs "
+                                         "without VNNI saturate int16 sums and lose accuracy)"),
     quiet: bool = typer.Option(False, "--quiet", help="no per-stage progress"),
 ) -> None:
     """Export weights to a verified deployment bundle: ONNX (+INT8 Q/DQ), OpenVINO IR, TensorRT script."""
@@ -39,7 +47,8 @@ def export_cmd(
         r = export_bundle(ExportOptions(
             weights=weights, out=out, int8=int8, calib=calib, method=method.value,
             formats=tuple(f for f in formats.split(",") if f.strip()), opset=opset, force=force,
-            progress=not quiet, eval_data=eval_data, max_drop=max_drop, max_drop_data=max_drop_data))
+            progress=not quiet, eval_data=eval_data, max_drop=max_drop, max_drop_data=max_drop_data,
+            ort_cpu=ort_cpu.value))
         ev = r.bundle.meta["evaluation"]
         typer.echo(f"bundle written: {r.bundle.root} in {r.seconds:.1f} s "
                    f"(top-1 on {ev['images']} images of {ev['data']}; agreement = same top-1 as fp32 ONNX)")

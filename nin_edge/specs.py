@@ -62,6 +62,8 @@ def _dla() -> bool:
 
 # capability name → (probe, what it means); specs list the names in `requires`
 CAPABILITIES: dict[str, tuple[Callable[[], bool], str]] = {
+    "avx2": (lambda: "avx2" in _cpu_flags(), "an x86 CPU with AVX2"),
+    "avx512f": (lambda: "avx512f" in _cpu_flags(), "an x86 CPU with AVX-512"),
     "avx512_vnni": (lambda: "avx512_vnni" in _cpu_flags(), "an x86 CPU with AVX-512 VNNI (int8 dot products)"),
     "avx512_bf16": (lambda: "avx512_bf16" in _cpu_flags(), "an x86 CPU with AVX-512 BF16"),
     "neon-dotprod": (lambda: "asimddp" in _cpu_flags(), "an Arm CPU with the dot-product extension (Cortex-A76+)"),

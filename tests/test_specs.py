@@ -12,7 +12,9 @@ from nin_edge.specs import TARGETS_DIR, _cpu_flags, _dt_model, check, list_targe
 
 SHIPPED = ["cpu-openvino-int8", "cpu-onnxruntime-int8", "cpu-onnxruntime-fp32", "nvidia-gpu-tensorrt-int8",
            "nvidia-gpu-tensorrt-fp16", "jetson-orin-nano-tensorrt-int8", "jetson-orin-nano-dla-int8",
-           "raspberry-pi-5-onnxruntime-int8"]
+           "raspberry-pi-5-onnxruntime-int8",
+           # AVX2-only x86 (no AVX-512, no VNNI): added when a dev machine of that kind ran the suite
+           "cpu-avx2-onnxruntime-int8", "cpu-avx2-openvino-int8", "cpu-avx2-onnxruntime-fp32"]
 
 GOOD = """
 name = "t"
@@ -152,3 +154,6 @@ def test_machine_and_capability_gates(tmp_path):
         assert "a Raspberry Pi 5 (raspberry-pi-5), not found here" in s.applicable()
     s = load_target_spec(_write(tmp_path, 'requires = ["avx512_vnni"]\n' + GOOD))
     assert (s.applicable() is None) == ("avx512_vnni" in _cpu_flags())
+    for cap in ("avx2", "avx512f"):
+        s = load_target_spec(_write(tmp_path, f'requires = ["{cap}"]\n' + GOOD))
+        assert (s.applicable() is None) == (cap in _cpu_flags()), cap

@@ -25,7 +25,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -41,6 +41,7 @@ from .models import create_model, model_info
 from .preprocess import fit, preprocess_tensor
 
 PRECISIONS = ("fp32", "bf16")
+PRECISION_CHOICES = ("auto", *PRECISIONS)
 # Distillation defaults: the usual CIFAR setting of Hinton-style KD (e.g. the RepDistiller baselines: T = 4,
 # 0.9 on the teacher, 0.1 on the labels); not tuned here.
 KD_ALPHA, KD_TEMPERATURE = 0.9, 4.0
@@ -62,7 +63,7 @@ class TrainConfig:
     seed: int = 0
     max_minutes: float | None = None
     device: str = "cpu"
-    precision: str = "bf16"
+    precision: str = "auto"  # auto: bf16 where it is native (CUDA, AVX512_BF16/AMX CPUs), else fp32
     warmup_frac: float = 0.15
     cutout: int = 0  # side of a zeroed square per image (DeVries & Taylor 2017); 0 = off
     cutmix: float = 0.0  # share of images that get a box pasted from another image (Yun et al. 2019); 0 = off
@@ -448,6 +449,29 @@ def _machine(dev: torch.device, world: int) -> dict:
 
 
 # --------------------------------------------------------------------------- the out dir and --resume
+def resolve_precision(asked: str, dev: torch.device, resume_from: Path | None = None,
+                      cpu_isa: dict | None = None) -> tuple[str, str]:
+    """`--precision auto` → (fp32|bf16, why). bf16 autocast only where the hardware computes in bf16: measured
+    on a 2-core AVX-512 BF16 EPYC, a nin-seed step ran 1,126 img/s bf16 vs 522 fp32; on a 2-core AVX2-only EPYC a
+    nin-cifar step ran 10 img/s bf16 (emulated) vs 78 fp32. A resumed run keeps the precision it started with."""
+    if asked != "auto":
+        return asked, "as asked"
+    if resume_from is not None and resume_from.exists():
+        was = (load_checkpoint(resume_from).get("run") or {}).get("precision")
+        if was in PRECISIONS:
+            return was, f"auto: the precision {resume_from} was trained with"
+    if dev.type == "cuda":
+        ok = torch.cuda.is_bf16_supported()
+        return ("bf16", "auto: this GPU computes in bf16") if ok else ("fp32", "auto: this GPU has no bf16")
+    if cpu_isa is None:
+        from .envinfo import cpu_info
+
+        cpu_isa = cpu_info()["isa"]
+    if cpu_isa.get("avx512_bf16") or cpu_isa.get("amx_tile"):
+        return "bf16", "auto: this CPU has AVX512_BF16/AMX"
+    return "fp32", "auto: this CPU has no bf16 instructions (bf16 autocast would be emulated, ~8x slower)"
+
+
 def _prepare_out(cfg: TrainConfig, out: Path, run_def: dict, classes: tuple[str, ...]) -> dict | None:
     """(rank 0) Refuse to clobber a run; with --resume, return the checkpoint to continue from."""
     last_pt = out / "last.pt"
@@ -557,8 +581,8 @@ def _init_weights(cfg: TrainConfig, model: nn.Module, classes: tuple[str, ...], 
 def train(cfg: TrainConfig) -> TrainResult:
     if cfg.epochs < 1 or cfg.batch_size < 1 or not cfg.lr > 0:
         raise NinEdgeError("--epochs, --batch-size and --lr must be positive")
-    if cfg.precision not in PRECISIONS:
-        raise NinEdgeError(f"--precision {cfg.precision}: choose {' or '.join(PRECISIONS)}")
+    if cfg.precision not in PRECISION_CHOICES:
+        raise NinEdgeError(f"--precision {cfg.precision}: choose {', '.join(PRECISION_CHOICES)}")
     if cfg.max_minutes is not None and cfg.max_minutes < 0:
         raise NinEdgeError(f"--max-minutes {cfg.max_minutes}: must not be negative")
     if not cfg.teachers and (cfg.kd_alpha is not None or cfg.kd_temperature is not None):
@@ -585,6 +609,10 @@ def _train(cfg: TrainConfig, rank: int, world: int, dev: torch.device) -> TrainR
     t_start = time.time()
     out = Path(cfg.out)
     _rank0_decides(lambda: _refuse_existing_run(cfg, out), rank, world)  # fail fast, before loading data
+    precision, precision_why = resolve_precision(cfg.precision, dev, out / "last.pt" if cfg.resume else None)
+    cfg = replace(cfg, precision=precision)
+    if is_main:
+        print(f"precision: {precision} ({precision_why})", flush=True)
 
     # ---- data: whole train split as uint8 in memory (150 MB for CIFAR-10); a held-out validation split
     if str(cfg.data).startswith("bundled:"):

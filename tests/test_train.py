@@ -648,3 +648,24 @@ def test_hold_out_keeps_a_source_s_images_out_of_a_refit(tiny, tmp_path):
     other = make_image_folder(tmp_path / "other", seed=7)
     with pytest.raises(NinEdgeError, match="--hold-out .*none of its 120 images is among the images this run trains on"):
         train(cfg(tiny, tmp_path / "x", val_size=0, hold_out=str(other)))
+
+
+# --------------------------------------------------------------------------- --precision auto
+def test_precision_auto_uses_bf16_only_where_the_hardware_has_it(tiny, tmp_path):
+    from nin_edge.train import resolve_precision
+
+    cpu = torch.device("cpu")
+    assert resolve_precision("auto", cpu, cpu_isa={"avx512_bf16": True})[0] == "bf16"
+    assert resolve_precision("auto", cpu, cpu_isa={"amx_tile": True})[0] == "bf16"
+    p, why = resolve_precision("auto", cpu, cpu_isa={"avx2": True, "avx512_bf16": False})
+    assert p == "fp32" and "no bf16" in why
+    # an explicit choice is never changed, whatever the CPU
+    assert resolve_precision("bf16", cpu, cpu_isa={"avx2": True}) == ("bf16", "as asked")
+    assert resolve_precision("fp32", cpu, cpu_isa={"avx512_bf16": True}) == ("fp32", "as asked")
+    # a resumed auto run keeps what it was trained with, even where auto would now pick the other
+    out = tmp_path / "run"
+    train(cfg(tiny, out, precision="bf16"))
+    p, why = resolve_precision("auto", cpu, out / "last.pt", cpu_isa={"avx2": True})
+    assert p == "bf16" and "last.pt" in why
+    with pytest.raises(NinEdgeError, match="--precision int4: choose auto, fp32, bf16"):
+        train(cfg(tiny, tmp_path / "bad", precision="int4"))

@@ -14,6 +14,7 @@ class TrainDevice(str, Enum):
 
 
 class TrainPrecision(str, Enum):
+    auto = "auto"
     fp32 = "fp32"
     bf16 = "bf16"
 
@@ -71,7 +72,8 @@ def train_cmd(
     seed: int = typer.Option(0),
     max_minutes: float = typer.Option(None, min=0.0, help="stop after the epoch that passes this wall time (resume later)"),
     device: TrainDevice = typer.Option(TrainDevice.cpu, help="cpu, or cuda (nccl under torchrun)"),
-    precision: TrainPrecision = typer.Option(TrainPrecision.bf16, help="fp32, or bf16 autocast"),
+    precision: TrainPrecision = typer.Option(TrainPrecision.auto, help="fp32, bf16 autocast, or auto: bf16 where "
+                                             "the hardware has it (CUDA, AVX512_BF16/AMX CPUs), else fp32"),
     threads: int = typer.Option(None, min=1, help="torch CPU threads (default: torch's choice)"),
     eval_test: bool = typer.Option(True, help="evaluate the test split each epoch (reported, never used to choose)"),
     progress: bool = typer.Option(True, help="progress bar (rank 0)"),
@@ -79,7 +81,7 @@ def train_cmd(
     force: bool = typer.Option(False, help="replace a run already in OUT"),
     download: bool = typer.Option(False, help="fetch the official CIFAR-10 tarball into --data's folder first"),
 ) -> None:
-    """Train a NIN (bf16 autocast + channels_last on CPU; DDP under torchrun)."""
+    """Train a NIN (channels_last, bf16 autocast where the CPU/GPU has bf16; DDP under torchrun)."""
     opts = dict(locals())  # the parsed options, before anything else is bound here
     from pathlib import Path
 

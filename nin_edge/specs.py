@@ -64,6 +64,9 @@ def _dla() -> bool:
 CAPABILITIES: dict[str, tuple[Callable[[], bool], str]] = {
     "avx2": (lambda: "avx2" in _cpu_flags(), "an x86 CPU with AVX2"),
     "avx512f": (lambda: "avx512f" in _cpu_flags(), "an x86 CPU with AVX-512"),
+    # the cpu-avx2-* specs' class: judged only there, not on the AVX-512 machines the cpu-* specs describe
+    "avx2-only": (lambda: "avx2" in _cpu_flags() and "avx512f" not in _cpu_flags(),
+                  "an x86 CPU with AVX2 and no AVX-512"),
     "avx512_vnni": (lambda: "avx512_vnni" in _cpu_flags(), "an x86 CPU with AVX-512 VNNI (int8 dot products)"),
     "avx512_bf16": (lambda: "avx512_bf16" in _cpu_flags(), "an x86 CPU with AVX-512 BF16"),
     "neon-dotprod": (lambda: "asimddp" in _cpu_flags(), "an Arm CPU with the dot-product extension (Cortex-A76+)"),

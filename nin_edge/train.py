@@ -1,13 +1,15 @@
 """Training, readable top to bottom (in the spirit of nanoGPT / airbench).
 
 data (uint8, whole split in memory) → batch-level augmentation on tensors (crop with reflect padding, flip)
-→ THE normalisation (preprocess_tensor) → NIN in channels_last with bf16 autocast → SGD+Nesterov, one-cycle
+→ THE normalisation (preprocess_tensor) → NIN in channels_last, bf16 autocast where native → SGD+Nesterov, one-cycle
 → each epoch: validation (held out of train: it chooses best.pt) and test (reported, never used to choose)
 → atomic last.pt / best.pt, metrics.jsonl, curves.png.
 Options: cutout, CutMix, warm start (--init-from), distillation from trained checkpoints (--teacher).
 
-Measured on the 2-core dev machine (bare step, batch 256, nin-seed): fp32 522 img/s, channels_last 704,
-bf16 autocast 1,126, both 1,329 — so both are on by default for CPU training.
+Measured on the 2-core AVX-512 BF16 dev machine (bare step, batch 256, nin-seed): fp32 522 img/s, channels_last
+704, bf16 autocast 1,126, both 1,329 — so both are on by default for CPU training. On an AVX2-only CPU bf16 is
+emulated (nin-cifar: 10 img/s bf16 vs 78 fp32), so `--precision auto` (the default) uses bf16 only where the
+hardware has it (resolve_precision).
 
 Distributed: under `torchrun`, each rank trains on its slice of every global batch with DDP (gloo on CPU,
 nccl on CUDA). Every random draw (permutation, crop offsets, flips) is made for the *global* batch from

@@ -157,3 +157,5 @@ def test_machine_and_capability_gates(tmp_path):
     for cap in ("avx2", "avx512f"):
         s = load_target_spec(_write(tmp_path, f'requires = ["{cap}"]\n' + GOOD))
         assert (s.applicable() is None) == (cap in _cpu_flags()), cap
+    s = load_target_spec(_write(tmp_path, 'requires = ["avx2-only"]\n' + GOOD))
+    assert (s.applicable() is None) == ("avx2" in _cpu_flags() and "avx512f" not in _cpu_flags())

@@ -613,8 +613,6 @@ def _train(cfg: TrainConfig, rank: int, world: int, dev: torch.device) -> TrainR
     _rank0_decides(lambda: _refuse_existing_run(cfg, out), rank, world)  # fail fast, before loading data
     precision, precision_why = resolve_precision(cfg.precision, dev, out / "last.pt" if cfg.resume else None)
     cfg = replace(cfg, precision=precision)
-    if is_main:
-        print(f"precision: {precision} ({precision_why})", flush=True)
 
     # ---- data: whole train split as uint8 in memory (150 MB for CIFAR-10); a held-out validation split
     if str(cfg.data).startswith("bundled:"):
@@ -689,6 +687,8 @@ def _train(cfg: TrainConfig, rank: int, world: int, dev: torch.device) -> TrainR
             else "no checkpoint was written (it failed in the first epoch)"
         return NinEdgeError(f"{what}; training stopped (try a lower --lr); {kept}")
 
+    if is_main:  # only now: a bad option or input is still a one-line error with nothing before it
+        print(f"precision: {precision} ({precision_why})", flush=True)
     progress = None
     if is_main and cfg.progress:
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn

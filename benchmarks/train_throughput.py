@@ -5,7 +5,8 @@
 
 ours  = the code path of `nin-edge train`: the uint8 train split in memory, batch-level augmentation
         (nin_edge.train.draw_augment/make_batch: one gather for crop+flip), THE normalisation on the batch,
-        channels_last, bf16 autocast, SGD step (nin_edge.train.train_step).
+        channels_last, bf16 autocast where `nin-edge train --precision auto` uses it (CPUs with AVX512_BF16/AMX;
+        fp32 elsewhere; --precision overrides), SGD step (nin_edge.train.train_step).
 plain = what a hand-written loop does: a torch Dataset whose __getitem__ pads/crops/flips/normalises one
         image in numpy (per-sample Python), a DataLoader (shuffle, drop_last) with N workers, fp32, NCHW.
 Both: the same architecture and initialisation, SGD+Nesterov, label smoothing 0.1, the same batch size.
@@ -209,10 +210,16 @@ def main() -> None:
     ap.add_argument("--accuracy-epochs", type=int, default=0)
     ap.add_argument("--lr", type=float, default=0.1,
                     help="peak lr for the accuracy comparison, at batch 256 and scaled linearly (as nin-edge train)")
+    ap.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                    help="our loop's precision (auto: as `nin-edge train` picks it on this machine)")
     ap.add_argument("--json", help="also write the results here")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
+    from nin_edge.train import resolve_precision
+
+    precision, why = resolve_precision(a.precision, torch.device("cpu"))
+    amp = torch.bfloat16 if precision == "bf16" else None
 
     if a.data:
         tr = load_dataset(a.data, "train")
@@ -229,7 +236,7 @@ def main() -> None:
     def build():
         m_ours = make_model(a.arch, classes, 0, channels_last=True)
         ours = Ours("ours", m_ours, make_opt(m_ours, 0.01, 5e-4), torch.from_numpy(images), torch.from_numpy(labels),
-                    a.batch, torch.bfloat16)
+                    a.batch, amp)
         plains = []
         for w in workers:
             m = make_model(a.arch, classes, 0, channels_last=False)
@@ -241,7 +248,7 @@ def main() -> None:
     cpu = cpu_info()
     print(f"# {a.arch}, batch {a.batch}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"{cpu['model']} ({cpu['threads']} hw threads), data: {a.data or 'random uint8'}; "
-          f"load average {os.getloadavg()[0]:.2f}", flush=True)
+          f"load average {os.getloadavg()[0]:.2f}; ours in {precision} ({why})", flush=True)
     srcs = build()
     for s in srcs:  # warm-up: oneDNN primitive creation, worker start-up, first prefetch
         for _ in range(3):
@@ -260,7 +267,7 @@ def main() -> None:
     print(f"RATIO ours / fastest plain ({best_plain}): {med['ours'] / med[best_plain]:.2f}x  (goal >= 2.0x)")
     result = {"arch": a.arch, "batch": a.batch, "rounds": a.rounds, "seconds": a.seconds, "images_per_s": ips,
               "median": med, "fastest_plain": best_plain, "ratio": med["ours"] / med[best_plain],
-              "load_average_end": os.getloadavg()[0]}
+              "load_average_end": os.getloadavg()[0], "precision_ours": precision}
 
     if a.accuracy_epochs:
         del srcs
@@ -270,7 +277,7 @@ def main() -> None:
         print(f"\naccuracy per epoch, {a.accuracy_epochs} epochs each, one-cycle peak lr {peak:g}, batch {a.batch}:")
         m_ours = make_model(a.arch, classes, 0, channels_last=True)
         ours = Ours("ours", m_ours, make_opt(m_ours, a.lr, 5e-4), torch.from_numpy(images), torch.from_numpy(labels),
-                    a.batch, torch.bfloat16)
+                    a.batch, amp)
         result["accuracy_ours"] = accuracy_run(ours, a.accuracy_epochs, peak, test)
         del ours, m_ours
         m = make_model(a.arch, classes, 0, channels_last=False)

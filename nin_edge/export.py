@@ -342,6 +342,7 @@ def export_bundle(opts: ExportOptions) -> ExportResult:
 
             with st.stage("calibrate", f"{opts.method} on {len(cs)} images ({cs.num_batches} batches)"):
                 ranges = calibrate_onnx(onnx_path, cs, opts.method, work)
+            ort_form = ORT_FORMS[OrtCpu(opts.ort_cpu)]  # the Q/DQ form of model.int8.onnx (--ort-cpu)
             if opts.max_drop is not None:  # issue 9: choose the layers to keep in float (nin_edge/diagnose.py)
                 from .diagnose import accuracy_control
 
@@ -349,11 +350,10 @@ def export_bundle(opts: ExportOptions) -> ExportResult:
                     accuracy = accuracy_control(onnx_path, ranges, opts.method, cs, opts.max_drop, opts.max_drop_data,
                                                 classes, work / "accuracy", openvino=Format.openvino in formats,
                                                 start=tuple(opts.keep_float), threads=opts.threads, say=st.note,
-                                                ort_form=ORT_FORMS[OrtCpu(opts.ort_cpu)])
+                                                ort_form=ort_form)
                 keep_float = accuracy.keep_float
             with st.stage("quantize", "Q/DQ INT8: ONNX Runtime CPU form + TensorRT form"):
-                for backend, form in (("onnxruntime", FORMS[ORT_FORMS[OrtCpu(opts.ort_cpu)]]),
-                                      ("onnxruntime-trt-qdq", FORMS["tensorrt"])):
+                for backend, form in (("onnxruntime", FORMS[ort_form]), ("onnxruntime-trt-qdq", FORMS["tensorrt"])):
                     rel = _path(backend, "int8")
                     quant_info[rel] = quantize_onnx(onnx_path, w.path(rel), form, ranges, opts.method, keep_float)
 

@@ -24,6 +24,7 @@ _OPTIONS = (("arch", "--arch"), ("data", "--data"), ("epochs", "--epochs"), ("ba
             ("lr", "--lr"), ("weight_decay", "--weight-decay"), ("label_smoothing", "--label-smoothing"),
             ("warmup_frac", "--warmup-frac"), ("cutout", "--cutout"), ("cutmix", "--cutmix"), ("init_from", "--init-from"),
             ("teachers", "--teacher"), ("kd_alpha", "--kd-alpha"), ("kd_temperature", "--kd-temperature"),
+            ("ema", "--ema"),
             ("val_size", "--val-size"), ("hold_out", "--hold-out"), ("seed", "--seed"),
             ("precision", "--precision"), ("device", "--device"), ("max_minutes", "--max-minutes"),
             ("threads", "--threads"), ("out", "--out"))

@@ -669,3 +669,57 @@ def test_precision_auto_uses_bf16_only_where_the_hardware_has_it(tiny, tmp_path)
     assert p == "bf16" and "last.pt" in why
     with pytest.raises(NinEdgeError, match="--precision int4: choose auto, fp32, bf16"):
         train(cfg(tiny, tmp_path / "bad", precision="int4"))
+
+
+def test_weight_average_is_polyak_over_parameters_and_bn_statistics():
+    from nin_edge.train import WeightAverage
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    avg = WeightAverage(net, 0.9)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    with torch.no_grad():
+        net[0].weight.add_(1.0)
+    net.train()(torch.randn(2, 3, 8, 8))  # moves the running statistics and num_batches_tracked
+    avg.update(net)
+    got, now = avg.model.state_dict(), net.state_dict()
+    for k, v in got.items():
+        if v.is_floating_point():
+            torch.testing.assert_close(v, 0.9 * before[k] + 0.1 * now[k], rtol=1e-6, atol=1e-6)
+        else:
+            assert torch.equal(v, now[k]), k
+    assert not any(p.requires_grad for p in avg.model.parameters())
+
+
+def test_ema_saves_the_average_leaves_training_unchanged_and_resumes_bit_for_bit(tiny, tmp_path):
+    from nin_edge.checkpoint import load_model
+    from nin_edge.modelcard import write_model_card
+
+    plain, a, b = tmp_path / "plain", tmp_path / "a", tmp_path / "b"
+    train(cfg(tiny, plain, arch="nin-bn", epochs=2))
+    r = train(cfg(tiny, a, arch="nin-bn", epochs=2, ema=0.9))
+    ca, cp = torch.load(a / "last.pt", weights_only=True), torch.load(plain / "last.pt", weights_only=True)
+    assert ca["run"]["ema"] == 0.9 and cp["run"]["ema"] is None
+    # the average only watches: the optimisation is the plain run's, bit for bit
+    for k, v in cp["state_dict"].items():
+        assert torch.equal(ca["train_state_dict"][k], v), k
+    # what is saved (and loaded by every command) is the average, not the raw weights
+    w = "features.0.weight" if "features.0.weight" in ca["state_dict"] else next(iter(ca["state_dict"]))
+    assert not torch.equal(ca["state_dict"][w], ca["train_state_dict"][w])
+    model, _ = load_model(a / "last.pt")
+    assert torch.equal(model.state_dict()[w], ca["state_dict"][w])
+    assert torch.equal(r.model.state_dict()[w].cpu(), ca["state_dict"][w])
+    assert "| `--ema` | 0.9 |" in write_model_card(a).markdown
+    # resume: both the raw weights and the average continue exactly
+    r1 = train(cfg(tiny, b, arch="nin-bn", epochs=2, ema=0.9, max_minutes=0))
+    assert r1.stopped_early and r1.epochs_done == 1
+    with pytest.raises(NinEdgeError, match=r"changed run options: ema \(0\.9 → None\)"):
+        train(cfg(tiny, b, arch="nin-bn", epochs=2, resume=True))
+    train(cfg(tiny, b, arch="nin-bn", epochs=2, ema=0.9, resume=True))
+    cb = torch.load(b / "last.pt", weights_only=True)
+    for key in ("state_dict", "train_state_dict"):
+        for k, v in ca[key].items():
+            assert torch.equal(cb[key][k], v), (key, k)
+    for bad in (0.0, 1.0, 1.5):
+        with pytest.raises(NinEdgeError, match=rf"--ema {bad}: the decay must be between 0 and 1"):
+            train(cfg(tiny, tmp_path / "bad", ema=bad))

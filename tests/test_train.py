@@ -442,7 +442,7 @@ def test_init_from_warm_starts_and_keeps_the_validation_split_held_out(tiny, tmp
     assert refit.best_val is None and load_checkpoint(tmp_path / "refit" / "best.pt")["run"]["val_size"] == 0
     md_refit = write_model_card(tmp_path / "refit").markdown  # the card must not claim a held-out choice
     assert "the last epoch of a run without validation (`--val-size 0`" in md_refit and "chooses nothing" in md_refit
-    assert "they label images they never trained on too" in md_refit and "stayed held out" not in md_refit
+    assert "a teacher trained with a held-out split labels images it never trained" in md_refit and "stayed held out" not in md_refit
     assert "stayed held out in every run" in md and "chosen on the validation split held out" in md
     with pytest.raises(NinEdgeError, match="not --arch 'nin-bn'"):
         train(cfg(tiny, tmp_path / "c", arch="nin-bn", init_from=str(a / "best.pt")))

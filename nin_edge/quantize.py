@@ -79,8 +79,9 @@ FORMS: dict[str, QdqForm] = {
     # multiplies u8×s8 pairs with vpmaddubsw, whose int16 sum saturates when both weights of a pair are near
     # ±127. Measured on an AVX2-only AMD EPYC (RESULTS.md, export): 8-bit weights 86.14% top-1 on the 10,000
     # test images (92.1% same top-1 as fp32) against 89.79% for the same model computed without int8 kernels
-    # (what a VNNI CPU computes); 7-bit weights 89.70% on both kinds of CPU (the fourth shipped weights). An INT8 file moves between
-    # machines, so the default is the form that is exact everywhere; `ort-cpu-vnni` keeps 8 bits.
+    # (what a VNNI CPU computes); 7-bit weights 89.70% on both kinds of CPU (the fourth shipped weights). An
+    # INT8 file moves between machines, so the default is the form that is exact everywhere; `ort-cpu-vnni`
+    # keeps 8 bits.
     "ort-cpu": QdqForm("ort-cpu", "QUInt8", "QInt8", per_channel=True, activation_symmetric=False,
                        reduce_range=True,
                        why="U8S8, per-channel 7-bit weights: exact on every x86 CPU (no int16 saturation "

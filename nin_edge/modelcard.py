@@ -24,7 +24,7 @@ _OPTIONS = (("arch", "--arch"), ("data", "--data"), ("epochs", "--epochs"), ("ba
             ("lr", "--lr"), ("weight_decay", "--weight-decay"), ("label_smoothing", "--label-smoothing"),
             ("warmup_frac", "--warmup-frac"), ("cutout", "--cutout"), ("cutmix", "--cutmix"), ("init_from", "--init-from"),
             ("teachers", "--teacher"), ("kd_alpha", "--kd-alpha"), ("kd_temperature", "--kd-temperature"),
-            ("ema", "--ema"),
+            ("kd_flip", "--kd-flip"), ("ema", "--ema"),
             ("val_size", "--val-size"), ("hold_out", "--hold-out"), ("seed", "--seed"),
             ("precision", "--precision"), ("device", "--device"), ("max_minutes", "--max-minutes"),
             ("threads", "--threads"), ("out", "--out"))
@@ -117,6 +117,9 @@ def _equivalent_command(ck: dict, data: str | None) -> str:
             if key == "data":
                 parts += [flag, "ARCHIVE"]
             continue
+        if isinstance(v, bool):  # a switch (--kd-flip): named when on
+            parts += [flag] if v else []
+            continue
         for one in (v if isinstance(v, (list, tuple)) else [v]):  # --teacher repeats
             parts += [flag, str(one)]
     return shlex.join(parts).replace("ARCHIVE", "<the training archive>")
@@ -168,7 +171,7 @@ def _distillation_lines(kd: dict, teachers: list[tuple[str | None, str, dict | N
              f"Trained to match the mean of the probabilities of {len(teachers)} teacher"
              f"{'s' if len(teachers) > 1 else ''}, softened at temperature {t} "
              f"(weight {alpha}; the labels keep {1 - float(alpha):.2g}), computed on the very augmented batch the "
-             "student saw. " + ("This run has no validation split (`--val-size 0`), so teachers from any split may "
+             "student saw" + (" and on its mirror image, averaged (`--kd-flip`)" if kd.get("flip") else "") + ". " + ("This run has no validation split (`--val-size 0`), so teachers from any split may "
                                 "feed it; a teacher trained with a held-out split labels images it never trained "
                                 "on too."
                                 if refit else "The teachers were trained on the same data with the same held-out "
@@ -297,7 +300,7 @@ def render(ck: dict, run_dir: Path, card_path: Path, weights: Path, evaluation: 
     lines += ["## Configuration", "", "| option | value |", "|---|---|"]
     for key, flag in _OPTIONS:
         v = cfg.get(key)
-        if v is not None and v != [] and v != ():
+        if v is not None and v is not False and v != [] and v != ():  # an unset switch is not shown
             lines.append(f"| `{flag}` | {', '.join(map(str, v)) if isinstance(v, (list, tuple)) else v} |")
     lines.append("")
 

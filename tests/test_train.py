@@ -566,6 +566,22 @@ def test_distillation_loss_is_alpha_kl_at_temperature_plus_the_label_loss():
     assert all(not q.requires_grad for m in teachers for q in m.parameters())  # frozen
 
 
+def test_flip_teacher_averages_each_teacher_over_the_batch_and_its_mirror():
+    from nin_edge.train import Teacher
+
+    torch.manual_seed(0)
+    teachers = [torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3)) for _ in range(2)]
+    x, t = torch.randn(6, 3, 2, 2), 2.0
+    with torch.no_grad():
+        want = torch.stack([F.softmax(m(v) / t, 1) for m in teachers for v in (x, x.flip(3))]).mean(0)
+    flip = Teacher(teachers, 0.9, t, flip=True)
+    assert torch.allclose(flip.targets(x, None), want, atol=1e-6)
+    # the target no longer depends on which way the image faces; the plain teacher's does
+    assert torch.allclose(flip.targets(x.flip(3), None), flip.targets(x, None), atol=1e-6)
+    plain = Teacher(teachers, 0.9, t)
+    assert not torch.allclose(plain.targets(x.flip(3), None), plain.targets(x, None), atol=1e-3)
+
+
 def test_distillation_trains_is_recorded_and_refuses_bad_teachers(tiny, tmp_path):
     from nin_edge.data import sha256_file
     from nin_edge.modelcard import write_model_card
@@ -591,6 +607,14 @@ def test_distillation_trains_is_recorded_and_refuses_bad_teachers(tiny, tmp_path
         train(cfg(tiny, out, epochs=3, resume=True, teachers=(t, t), kd_alpha=0.5, cutmix=0.5))
     with pytest.raises(NinEdgeError, match=r"kd \(.* → None\)"):
         train(cfg(tiny, out, epochs=3, resume=True, cutmix=0.5))
+    with pytest.raises(NinEdgeError, match=r"kd \(.* → .*flip.: True"):  # --kd-flip changes the targets
+        train(cfg(tiny, out, epochs=3, resume=True, teachers=(t, t), kd_alpha=1.0, kd_flip=True, cutmix=0.5))
+    assert "--kd-flip" not in md and "mirror" not in md
+    flip = tmp_path / "kd-flip"
+    train(cfg(tiny, flip, epochs=1, teachers=(t,), kd_flip=True))
+    assert torch.load(flip / "last.pt", weights_only=True)["run"]["kd"]["flip"] is True
+    md_flip = write_model_card(flip).markdown
+    assert "| `--kd-flip` | True |" in md_flip and "on its mirror image, averaged" in md_flip
 
     bad = tmp_path / "bad"
     with pytest.raises(NinEdgeError, match="no such checkpoint"):
@@ -599,6 +623,8 @@ def test_distillation_trains_is_recorded_and_refuses_bad_teachers(tiny, tmp_path
         train(cfg(tiny, bad, seed=1, teachers=(t,)))
     with pytest.raises(NinEdgeError, match="none was given"):
         train(cfg(tiny, bad, kd_temperature=2.0))
+    with pytest.raises(NinEdgeError, match="none was given"):
+        train(cfg(tiny, bad, kd_flip=True))
     with pytest.raises(NinEdgeError, match="--kd-alpha 1.5"):
         train(cfg(tiny, bad, teachers=(t,), kd_alpha=1.5))
     from nin_edge.checkpoint import make_checkpoint

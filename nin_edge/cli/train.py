@@ -65,6 +65,8 @@ def train_cmd(
     kd_alpha: float = typer.Option(None, help="weight of the distillation loss, the labels keep 1 - it "
                                    "[default with --teacher: 0.9]"),
     kd_temperature: float = typer.Option(None, help="distillation temperature [default with --teacher: 4]"),
+    kd_flip: bool = typer.Option(False, "--kd-flip", help="the teachers also see each batch mirrored and the "
+                                 "target averages both views (a test-time-augmented teacher)"),
     ema: float = typer.Option(None, help="keep an exponential moving average of the weights with this per-step "
                               "decay (e.g. 0.998) and evaluate and save it instead of the raw weights"),
     val_size: int = typer.Option(5000, min=0, help="train images held out to choose best.pt (0: none)"),
@@ -102,7 +104,7 @@ def train_cmd(
         r = train(TrainConfig(arch=arch, data=data, out=out, epochs=epochs, batch_size=batch_size, lr=lr,
                               weight_decay=weight_decay, label_smoothing=label_smoothing, warmup_frac=warmup_frac,
                               cutout=cutout, cutmix=cutmix, init_from=init_from, teachers=tuple(teacher or ()),
-                              kd_alpha=kd_alpha, kd_temperature=kd_temperature, ema=ema,
+                              kd_alpha=kd_alpha, kd_temperature=kd_temperature, kd_flip=kd_flip, ema=ema,
                               val_size=val_size, hold_out=hold_out, seed=seed, max_minutes=max_minutes,
                               device=device.value,
                               precision=precision.value, threads=threads, eval_test=eval_test, progress=progress,

@@ -268,7 +268,8 @@ class Teacher:
     Frozen, eval mode: their BatchNorm statistics do not move.
     `flip`: each teacher also sees the batch mirrored left-right and the target averages both views — a
     test-time-augmented teacher (the shipped weights: 88.5 → 89.0% on bundled:val) for one more teacher
-    forward pass per step.
+    forward pass per step. A 5-epoch fine-tune from it did not beat its teacher on bundled:val (88.3%;
+    benchmarks/RESULTS.md (o)): the student did not take up the mirror gain.
     """
 
     def __init__(self, models: list[nn.Module], alpha: float, temperature: float, flip: bool = False):

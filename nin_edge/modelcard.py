@@ -171,11 +171,12 @@ def _distillation_lines(kd: dict, teachers: list[tuple[str | None, str, dict | N
              f"Trained to match the mean of the probabilities of {len(teachers)} teacher"
              f"{'s' if len(teachers) > 1 else ''}, softened at temperature {t} "
              f"(weight {alpha}; the labels keep {1 - float(alpha):.2g}), computed on the very augmented batch the "
-             "student saw" + (" and on its mirror image, averaged (`--kd-flip`)" if kd.get("flip") else "") + ". " + ("This run has no validation split (`--val-size 0`), so teachers from any split may "
-                                "feed it; a teacher trained with a held-out split labels images it never trained "
-                                "on too."
-                                if refit else "The teachers were trained on the same data with the same held-out "
-                                "validation split (checked at the start of the run)."), "",
+             "student saw" + (" and on its mirror image, averaged (`--kd-flip`)" if kd.get("flip") else "") + ". "
+             + ("This run has no validation split (`--val-size 0`), so teachers from any split may "
+                "feed it; a teacher trained with a held-out split labels images it never trained "
+                "on too."
+                if refit else "The teachers were trained on the same data with the same held-out "
+                "validation split (checked at the start of the run)."), "",
              "| teacher | sha256 | arch | epoch | validation top-1 | test top-1 (training precision) |",
              "|---|---|---|---:|---:|---:|"]
     commands = []

@@ -615,6 +615,7 @@ def test_distillation_trains_is_recorded_and_refuses_bad_teachers(tiny, tmp_path
     assert torch.load(flip / "last.pt", weights_only=True)["run"]["kd"]["flip"] is True
     md_flip = write_model_card(flip).markdown
     assert "| `--kd-flip` | True |" in md_flip and "on its mirror image, averaged" in md_flip
+    assert f"--teacher {t} --kd-flip --val-size" in md_flip  # the rebuilt command names the switch, bare
 
     bad = tmp_path / "bad"
     with pytest.raises(NinEdgeError, match="no such checkpoint"):

@@ -210,6 +210,8 @@ def render(ck: dict, run_dir: Path, card_path: Path, weights: Path, evaluation: 
     epochs_planned = cfg.get("epochs")
     last = history[-1] if history else {}
     epoch = ck.get("epoch")
+    bn = ck.get("bn_update")
+    measured = bn["from"] if bn else ck  # the run's own accuracies were of the statistics before update-bn
 
     if "elapsed_s" in last:
         wall = f"{_fmt_minutes(float(last['elapsed_s']))} (wall clock of the training process, evaluation included)"
@@ -252,15 +254,19 @@ def render(ck: dict, run_dir: Path, card_path: Path, weights: Path, evaluation: 
                                                    f"`--hold-out {hold['source']}`" if hold else "every train image")
     how = (f"the last epoch of a run without validation (`--val-size 0`, trained on {refit}): chosen "
            "before the run, never on test" if refit else
-           f"validation top-1 {_fmt_pct(ck.get('val_top1'))} (chosen on the validation split held out of train, "
-           "never on test)")
+           f"validation top-1 {_fmt_pct(measured.get('val_top1'))} (chosen on the validation split held out of "
+           "train, never on test)")
     lines.append(f"| Weights | `{weights.name}` ({size_mb:.1f} MB, sha256 `{_sha256(weights)[:16]}…`): "
                  f"epoch {epoch}, {how} |")
     if evaluation:
         lines.append(f"| **Top-1, full test split** | **{evaluation.top1:.2f}%** on {evaluation.images:,} images "
                      f"(fp32, measured for this card) |")
-    lines.append(f"| Test top-1 during training | {_fmt_pct(ck.get('test_top1'))} at epoch {epoch} "
-                 f"(in the training precision, {cfg.get('precision', '?')}) |")
+    lines.append(f"| Test top-1 during training | {_fmt_pct(measured.get('test_top1'))} at epoch {epoch} "
+                 f"(in the training precision, {cfg.get('precision', '?')}"
+                 + (", before the BatchNorm statistics were re-estimated" if bn else "") + ") |")
+    if bn:
+        lines.append(f"| BatchNorm statistics | re-estimated after training on {bn['images']:,} of the run's "
+                     "training images as they are (`nin-edge update-bn`, see below) |")
     trained = f"{len(history)} of {epochs_planned} planned" if epochs_planned else f"{len(history)}"
     # runs this one warm-started from, nearest first: (the init record stored here, that run's checkpoint or None)
     stages = stages if stages is not None else ([(ck["init_from"], None)] if ck.get("init_from") else [])
@@ -293,6 +299,16 @@ def render(ck: dict, run_dir: Path, card_path: Path, weights: Path, evaluation: 
                      f"{pp.get('scale', '')}, mean {pp.get('mean')}, std {pp.get('std')}, {pp.get('layout', 'NCHW')} |")
     lines.append(f"| Seed | {ck.get('seed')} |")
     lines += ["", "## Command", "", f"{command_note}:", "", "```", command, "```", ""]
+    if bn:
+        src = bn["from"]
+        lines += ["## BatchNorm statistics re-estimated", "",
+                  f"After training, the BatchNorm running statistics of `{src['path']}` (sha256 "
+                  f"`{str(src['sha256'])[:16]}…`) were replaced by their average over {bn['images']:,} of the run's "
+                  f"training images as they are — no augmentation, no mixing; the validation split "
+                  f"({bn['val_size']:,} images)" + (f" and the `{bn['hold_out']}` hold-out" if bn["hold_out"] else "")
+                  + f" left out — in batches of {bn['batch']} (seed {bn['seed']}), with the weights unchanged; "
+                  f"{bn['seconds']:.0f} s:", "", "```",
+                  bn.get("command") or "(started from Python: no command line recorded)", "```", ""]
 
     lines += warm
     if cfg.get("kd"):

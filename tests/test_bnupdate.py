@@ -146,3 +146,9 @@ def test_model_card_says_the_statistics_were_re_estimated(bn_run, tmp_path):
         pred = model(torch.from_numpy(preprocess(ds.images))).argmax(1).numpy()
     assert res.evaluation.top1 == pytest.approx(float((pred == ds.labels).mean() * 100))
     assert np.isfinite(res.evaluation.top1)
+    # a bundle exported from these weights records where their statistics came from (its weights record)
+    from nin_edge.export import _weights_info
+
+    w = _weights_info(load_model(bn)[1])
+    assert w["bn_update"]["images"] == 99 and w["bn_update"]["from"]["test_top1"] == old["test_top1"]
+    assert w["test_top1"] is None  # the run's figure was of the statistics before

@@ -301,12 +301,14 @@ def render(ck: dict, run_dir: Path, card_path: Path, weights: Path, evaluation: 
     lines += ["", "## Command", "", f"{command_note}:", "", "```", command, "```", ""]
     if bn:
         src = bn["from"]
+        left = ([f"the {bn['val_size']:,}-image validation split"] if bn["val_size"] else []) + \
+            ([f"the `{bn['hold_out']}` hold-out"] if bn["hold_out"] else [])
         lines += ["## BatchNorm statistics re-estimated", "",
                   f"After training, the BatchNorm running statistics of `{src['path']}` (sha256 "
                   f"`{str(src['sha256'])[:16]}…`) were replaced by their average over {bn['images']:,} of the run's "
-                  f"training images as they are — no augmentation, no mixing; the validation split "
-                  f"({bn['val_size']:,} images)" + (f" and the `{bn['hold_out']}` hold-out" if bn["hold_out"] else "")
-                  + f" left out — in batches of {bn['batch']} (seed {bn['seed']}), with the weights unchanged; "
+                  "training images as they are (no augmentation, no mixing"
+                  + (f"; {' and '.join(left)} left out" if left else "")
+                  + f"), in batches of {bn['batch']} (seed {bn['seed']}), with the weights unchanged; "
                   f"{bn['seconds']:.0f} s:", "", "```",
                   bn.get("command") or "(started from Python: no command line recorded)", "```", ""]
 

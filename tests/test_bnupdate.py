@@ -131,7 +131,7 @@ def test_model_card_says_the_statistics_were_re_estimated(bn_run, tmp_path):
     md = write_model_card(run, weights="bn.pt", out=tmp_path / "card.md").markdown
     assert "## BatchNorm statistics re-estimated" in md and "nin-edge update-bn --weights X" in md
     assert f"average over 99 of the run's training images as they are" in md
-    assert f"the validation split (6 images) and the `{hold}` hold-out left out" in md
+    assert f"(no augmentation, no mixing; the 6-image validation split and the `{hold}` hold-out left out)" in md
     # the run's test figure is shown, and said to be of the statistics before
     test = f"{old['test_top1']:.2f}%" if old["test_top1"] is not None else "—"
     assert f"| Test top-1 during training | {test} at epoch 1 (in the training precision, fp32, before the " \

@@ -141,10 +141,11 @@ def update_bn(weights: str | os.PathLike, data: str, out: str | os.PathLike, bat
         if bar is not None:
             bar.stop()
     hold = (ck["run"].get("hold_out") or {}).get("source")
+    trained = (ck.get("bn_update") or {}).get("from") or ck  # updated again: the training figures stay the run's
     record = {"data": str(data), "data_sha256": data_sha, "images": used, "batch": min(batch, len(ds)),
               "seed": seed, "val_size": int(ck["run"].get("val_size", 0)), "hold_out": hold,
-              "from": {"path": str(wpath), "sha256": sha256_file(wpath), "val_top1": ck.get("val_top1"),
-                       "test_top1": ck.get("test_top1")},
+              "from": {"path": str(wpath), "sha256": sha256_file(wpath), "val_top1": trained.get("val_top1"),
+                       "test_top1": trained.get("test_top1")},
               "seconds": round(time.time() - t0, 1), "command": command}
     # the run's record (history, command, machine) stays; the accuracies it measured were of the old statistics
     new = {k: v for k, v in ck.items() if k not in ("state_dict", "optimizer", "train_state_dict")}

@@ -73,6 +73,11 @@ def test_statistics_are_those_of_the_run_s_training_images_and_weights_stay(bn_r
     assert r3.images == 99
     torch.testing.assert_close(load_checkpoint(tmp_path / "b33.pt")["state_dict"]["features.1.running_mean"], mean,
                                rtol=1e-4, atol=1e-5)
+    # updating an updated checkpoint recomputes from scratch and keeps the run's training-time figures
+    again = update_bn(out, str(data), tmp_path / "again.pt", batch=1000, progress=False)
+    torch.testing.assert_close(load_checkpoint(tmp_path / "again.pt")["state_dict"]["features.1.running_mean"], mean,
+                               rtol=1e-4, atol=1e-5)
+    assert again.record["from"]["test_top1"] == old["test_top1"] and again.record["from"]["path"] == str(out)
     # a ragged last batch is left out: 99 // 40 = 2 batches
     assert update_bn(run / "best.pt", str(data), tmp_path / "b40.pt", batch=40, progress=False).images == 80
 

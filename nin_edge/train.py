@@ -42,6 +42,7 @@ from .data import Dataset, load_dataset, sha256_file
 from .errors import NinEdgeError
 from .models import create_model, model_info
 from .preprocess import fit, preprocess_tensor
+from .widen import widen_into
 
 PRECISIONS = ("fp32", "bf16")
 PRECISION_CHOICES = ("auto", *PRECISIONS)
@@ -599,21 +600,36 @@ def _init_weights(cfg: TrainConfig, model: nn.Module, classes: tuple[str, ...], 
     if not path.is_file():
         raise NinEdgeError(f"--init-from {path}: no such checkpoint file")
     ck = load_checkpoint(path)
-    if ck.get("arch") not in (None, cfg.arch):
-        raise NinEdgeError(f"--init-from {path}: checkpoint is for arch '{ck.get('arch')}', not --arch '{cfg.arch}'")
     if ck.get("classes") is not None and tuple(ck["classes"]) != tuple(classes):
         raise NinEdgeError(f"--init-from {path}: checkpoint classes {ck['classes']} differ from {cfg.data}'s {list(classes)}")
     _check_split(f"--init-from {path}", ck, cfg, data_sha)
-    try:
-        model.load_state_dict(ck["state_dict"], strict=True)
-    except RuntimeError as e:
-        raise NinEdgeError(f"--init-from {path}: weights do not fit arch '{cfg.arch}' "
-                           f"({str(e).splitlines()[0][:160]})") from None
+    widened_from = None
+    if ck.get("arch") not in (None, cfg.arch):
+        # Another zoo arch: start from a function-preserving widening of it (Net2WiderNet, see widen.py);
+        # widen_into refuses, naming both archs, anything that is not a wider copy of the same layout.
+        try:
+            src = create_model(ck["arch"], num_classes=len(classes))
+            src.load_state_dict(ck["state_dict"], strict=True)
+        except (KeyError, RuntimeError) as e:
+            raise NinEdgeError(f"--init-from {path}: weights do not fit the arch '{ck.get('arch')}' it names "
+                               f"({str(e).splitlines()[0][:160]})") from None
+        widen_into(src, model, torch.Generator().manual_seed(cfg.seed), f"--init-from {path} ({ck['arch']})",
+                   cfg.arch)
+        widened_from = ck["arch"]
+    else:
+        try:
+            model.load_state_dict(ck["state_dict"], strict=True)
+        except RuntimeError as e:
+            raise NinEdgeError(f"--init-from {path}: weights do not fit arch '{cfg.arch}' "
+                               f"({str(e).splitlines()[0][:160]})") from None
     prior = run_history(path, ck)
-    return {"path": str(path), "sha256": sha256_file(path), "epoch": ck.get("epoch"),
+    meta = {"path": str(path), "sha256": sha256_file(path), "epoch": ck.get("epoch"),
             "val_top1": ck.get("val_top1"), "test_top1": ck.get("test_top1"), "command": ck.get("command"),
             "elapsed_s": ck.get("elapsed_s"), "epochs_total": len(prior) or ck.get("epoch"),
             "init_from": ck.get("init_from")}
+    if widened_from:  # only when set: the init record of same-arch warm starts stays as it was
+        meta["widened_from"] = widened_from
+    return meta
 
 
 # --------------------------------------------------------------------------- the loop
@@ -734,6 +750,9 @@ def _train(cfg: TrainConfig, rank: int, world: int, dev: torch.device) -> TrainR
 
     if is_main:  # only now: a bad option or input is still a one-line error with nothing before it
         print(f"precision: {precision} ({precision_why})", flush=True)
+        if init_meta and init_meta.get("widened_from") and start_epoch == 0:
+            print(f"init: {init_meta['path']} ({init_meta['widened_from']}) widened into {cfg.arch}, same "
+                  f"function (Net2WiderNet)", flush=True)
     progress = None
     if is_main and cfg.progress:
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn

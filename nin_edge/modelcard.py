@@ -147,7 +147,10 @@ def _warm_start_lines(init: dict, stage1: dict | None, data: str | None,
              f"{who} started from the weights of `{init.get('path')}` (sha256 `{str(init.get('sha256'))[:16]}…`): "
              f"epoch {init.get('epoch')} of a {init.get('epochs_total') or '?'}-epoch run, validation top-1 "
              f"{_fmt_pct(init.get('val_top1'))}, test top-1 {_fmt_pct(init.get('test_top1'))} (training precision). "
-             "Optimiser state and learning-rate schedule started fresh; "
+             + (f"Those weights are a narrower `{init['widened_from']}`: the run started from a function-preserving "
+                "widening of them (Net2WiderNet: copied channels, outgoing weights split among the copies). "
+                if init.get("widened_from") else "")
+             + "Optimiser state and learning-rate schedule started fresh; "
              + (f"this run has no validation split (`--val-size 0`): it trains on {refit}, including the images "
                 "the earlier runs held out, and chooses nothing." if refit and level == 0 else
                 "the validation split is the same one, so it stayed held out in every run."), ""]

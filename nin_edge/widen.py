@@ -21,10 +21,11 @@ from torch import nn
 from .errors import NinEdgeError
 
 
-def _layers(model: nn.Module, what: str) -> list[nn.Module]:
+def _layers(model: nn.Module) -> list[nn.Module] | None:
+    """The layer list of a NIN whose last conv gives the class scores (global average pooling, no linear head)."""
     feats = getattr(model, "features", None)
     if not isinstance(feats, nn.Sequential) or getattr(model, "head", None) is not None:
-        raise NinEdgeError(f"{what}: only GAP-classifier NINs (features, no linear head) can be widened")
+        return None
     return list(feats)
 
 
@@ -54,7 +55,10 @@ def widen_into(src: nn.Module, dst: nn.Module, gen: torch.Generator, src_name: s
                dst_name: str = "target") -> None:
     """Load `src`'s function into the wider `dst` (same layout, every width ≥). Raises NinEdgeError if the
     layouts differ. `gen` draws which channels are copied and how their outgoing weights are split."""
-    s_layers, d_layers = _layers(src, src_name), _layers(dst, dst_name)
+    s_layers, d_layers = _layers(src), _layers(dst)
+    if s_layers is None or d_layers is None:
+        raise NinEdgeError(f"cannot widen '{src_name}' into '{dst_name}': only NINs whose last mlpconv gives the "
+                           f"class scores (global average pooling, no linear head) can be widened")
     if len(s_layers) != len(d_layers) or not all(_same_layout(a, b) for a, b in zip(s_layers, d_layers)):
         raise NinEdgeError(f"cannot widen '{src_name}' into '{dst_name}': the layers differ in kind, kernel, "
                            f"stride or order, or a width shrinks (only a wider copy of the same layout works)")

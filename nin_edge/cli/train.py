@@ -59,7 +59,9 @@ def train_cmd(
     cutout: int = typer.Option(0, min=0, help="cutout square side in pixels (0: off); more regularisation for long runs"),
     cutmix: float = typer.Option(0.0, min=0.0, max=1.0, help="share of images given a box pasted from another "
                                  "training image, labels mixed by area (0: off)"),
-    init_from: str = typer.Option(None, help="warm start from this checkpoint's weights (fresh optimiser and lr schedule)"),
+    init_from: str = typer.Option(None, help="warm start from this checkpoint's weights (fresh optimiser and lr "
+                                  "schedule); a narrower zoo member of the same layout (nin-cifar for "
+                                  "nin-cifar-wide) is widened first, keeping its function"),
     teacher: list[str] = typer.Option(None, help="distil from this checkpoint (repeat for an ensemble: the mean of "
                                       "their softened probabilities on each augmented batch is the target)"),
     kd_alpha: float = typer.Option(None, help="weight of the distillation loss, the labels keep 1 - it "

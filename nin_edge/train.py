@@ -610,6 +610,8 @@ def _init_weights(cfg: TrainConfig, model: nn.Module, classes: tuple[str, ...], 
         try:
             src = create_model(ck["arch"], num_classes=len(classes))
             src.load_state_dict(ck["state_dict"], strict=True)
+        except NinEdgeError as e:  # an arch this version's zoo does not have
+            raise NinEdgeError(f"--init-from {path}: {e}") from None
         except (KeyError, RuntimeError) as e:
             raise NinEdgeError(f"--init-from {path}: weights do not fit the arch '{ck.get('arch')}' it names "
                                f"({str(e).splitlines()[0][:160]})") from None

@@ -107,6 +107,12 @@ def test_train_init_from_a_narrower_checkpoint_widens_it(tmp_path, capsys):
     ck = load_checkpoint(w / "last.pt")
     assert ck["arch"] == "nin-cifar-wide" and ck["init_from"]["widened_from"] == "nin-cifar"
     assert "a narrower `nin-cifar`" in write_model_card(w).markdown
+    # a checkpoint naming an arch the zoo does not have fails naming the file
+    odd = load_checkpoint(a / "best.pt")
+    odd["arch"] = "nin-huge"
+    torch.save(odd, tmp_path / "odd.pt")
+    with pytest.raises(NinEdgeError, match=r"--init-from .*odd\.pt: unknown model 'nin-huge'"):
+        train(cfg(data, tmp_path / "bad", arch="nin-cifar-wide", val_size=10, init_from=str(tmp_path / "odd.pt")))
     # a layout that cannot be widened fails naming both
     with pytest.raises(NinEdgeError, match="cannot widen .*nin-cifar.* into 'nin-seed'"):
         train(cfg(data, tmp_path / "bad", arch="nin-seed", val_size=10, init_from=str(a / "best.pt")))

@@ -77,7 +77,7 @@ def training_images(ck: dict, data: str, where: Path):
     validation split and --hold-out images are removed as the run removed them. → Dataset."""
     from .data import check_classes, load_dataset
     from .models import model_info
-    from .train import _fit_to, data_fingerprint, hold_out_images, split_train_val
+    from .train import _fit_to, data_fingerprint, hold_out_images, split_seed_of, split_train_val
 
     run = ck.get("run") or {}
     if str(data).startswith("bundled:"):
@@ -90,7 +90,7 @@ def training_images(ck: dict, data: str, where: Path):
         raise NinEdgeError(f"--data {data}: not the data {where.name} was trained on (sha256 {sha[:12]}…, the run's "
                            f"{str(ck.get('data_sha256'))[:12]}…); the statistics are re-estimated on the run's own "
                            "training images")
-    train_ds, _ = split_train_val(full, int(run.get("val_size", 0)), int(run.get("seed", 0)))
+    train_ds, _ = split_train_val(full, int(run.get("val_size", 0)), split_seed_of(run))
     hold = run.get("hold_out")
     if hold:
         train_ds, rec = hold_out_images(train_ds, hold["source"], model_info(ck["arch"]).input_size)

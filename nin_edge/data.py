@@ -54,13 +54,15 @@ class Dataset:
         return Dataset(self.images[idx], self.labels[idx], self.classes, self.source, ids)
 
 
-VAL_SPLIT = (5000, 0)  # (--val-size, --seed) of the training runs' held-out split that bundled:val is drawn from
+VAL_SPLIT = (5000, 0)  # (--val-size, --split-seed) of the training runs' held-out split that bundled:val is drawn from
 
 
 def training_record(meta: dict) -> dict:
     """What a checkpoint's metadata says about the train images it saw (kept in bundle.json's weights entry)."""
     run = meta.get("run") or {}
-    return {"data_sha256": meta.get("data_sha256"), "val_size": run.get("val_size"), "seed": run.get("seed"),
+    split = run.get("split_seed")  # as train.split_seed_of: --split-seed, else --seed, chose the held-out split
+    return {"data_sha256": meta.get("data_sha256"), "val_size": run.get("val_size"),
+            "split_seed": run.get("seed") if split is None else split,
             "hold_out": (run.get("hold_out") or {}).get("source")}
 
 
@@ -73,11 +75,12 @@ def trained_on(training: dict | None, source: str) -> str | None:
     manifest = json.loads((SUBSETS_DIR / "manifest.json").read_text())
     if name == "eval" or training.get("data_sha256") != manifest.get("source_sha256"):
         return None  # test images, or another training archive
-    if name == "val" and ((training.get("val_size"), training.get("seed")) == VAL_SPLIT
+    split_seed = training.get("split_seed", training.get("seed"))  # "seed": bundles written before --split-seed
+    if name == "val" and ((training.get("val_size"), split_seed) == VAL_SPLIT
                           or training.get("hold_out") == "bundled:val"):
         return None
     how = ("they are train images outside the validation split" if name != "val" else
-           f"the weights were trained with --val-size {training.get('val_size')} --seed {training.get('seed')}"
+           f"the weights were trained with --val-size {training.get('val_size')} --split-seed {split_seed}"
            f"{'' if training.get('hold_out') else ' and no --hold-out bundled:val'}")
     return f"the weights trained on these images ({how})"
 

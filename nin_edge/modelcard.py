@@ -25,7 +25,7 @@ _OPTIONS = (("arch", "--arch"), ("data", "--data"), ("epochs", "--epochs"), ("ba
             ("warmup_frac", "--warmup-frac"), ("cutout", "--cutout"), ("cutmix", "--cutmix"), ("init_from", "--init-from"),
             ("teachers", "--teacher"), ("kd_alpha", "--kd-alpha"), ("kd_temperature", "--kd-temperature"),
             ("kd_flip", "--kd-flip"), ("ema", "--ema"),
-            ("val_size", "--val-size"), ("hold_out", "--hold-out"), ("seed", "--seed"),
+            ("val_size", "--val-size"), ("hold_out", "--hold-out"), ("seed", "--seed"), ("split_seed", "--split-seed"),
             ("precision", "--precision"), ("device", "--device"), ("max_minutes", "--max-minutes"),
             ("threads", "--threads"), ("out", "--out"))
 

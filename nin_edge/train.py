@@ -65,6 +65,8 @@ class TrainConfig:
     label_smoothing: float = 0.1
     val_size: int = 5000  # held out of train; chooses best.pt. 0 = no validation (best = last)
     seed: int = 0
+    split_seed: int | None = None  # seed of the validation split; None: --seed. Another --seed on the same split
+    # is a second sample of a recipe whose teachers/init (trained on that split) it may still use
     max_minutes: float | None = None
     device: str = "cpu"
     precision: str = "auto"  # auto: bf16 where it is native (CUDA, AVX512_BF16/AMX CPUs), else fp32
@@ -88,9 +90,14 @@ class TrainConfig:
     # options that define a run: --resume refuses a change in any of them
     RUN_DEFINING = ("arch", "data_sha256", "epochs", "batch_size", "lr", "weight_decay", "label_smoothing",
                     "val_size", "seed", "precision", "warmup_frac", "cutout", "cutmix", "init_sha256", "kd",
-                    "hold_out", "ema")
+                    "hold_out", "ema", "split_seed")
     # run-defining options added later, with the value a checkpoint that lacks them was trained with
-    RUN_DEFAULTS = {"cutout": 0, "cutmix": 0.0, "init_sha256": None, "kd": None, "hold_out": None, "ema": None}
+    @property
+    def val_split_seed(self) -> int:
+        return self.seed if self.split_seed is None else self.split_seed
+
+    RUN_DEFAULTS = {"cutout": 0, "cutmix": 0.0, "init_sha256": None, "kd": None, "hold_out": None, "ema": None,
+                    "split_seed": None}
 
 
 @dataclass
@@ -363,6 +370,12 @@ class WeightAverage:
 
 
 # --------------------------------------------------------------------------- data
+def split_seed_of(run: dict) -> int:
+    """The seed of a run's validation split (its --split-seed, else its --seed), from a checkpoint's `run`."""
+    split = run.get("split_seed")
+    return int(run.get("seed", 0) if split is None else split)
+
+
 def split_train_val(ds: Dataset, val_size: int, seed: int) -> tuple[Dataset, Dataset | None]:
     """Stratified hold-out of `val_size` train images (fixed by seed) for choosing checkpoints."""
     if val_size <= 0:
@@ -557,10 +570,12 @@ def _check_split(what: str, ck: dict, cfg: TrainConfig, data_sha: str) -> None:
     if cfg.val_size <= 0:
         return
     run = ck.get("run") or {}
-    if ck.get("data_sha256") == data_sha and (run.get("val_size"), run.get("seed")) != (cfg.val_size, cfg.seed):
+    theirs, ours = split_seed_of(run), cfg.val_split_seed
+    if ck.get("data_sha256") == data_sha and (run.get("val_size"), theirs) != (cfg.val_size, ours):
         raise NinEdgeError(f"{what}: it was trained on this data with --val-size {run.get('val_size')} "
-                           f"--seed {run.get('seed')}, so it has seen images of this run's validation split "
-                           f"(--val-size {cfg.val_size} --seed {cfg.seed}); use the same split")
+                           f"--split-seed {theirs}, so it has seen images of this run's validation split "
+                           f"(--val-size {cfg.val_size} --split-seed {ours}); use the same split (--split-seed "
+                           f"keeps it while --seed changes)")
 
 
 def _load_teachers(cfg: TrainConfig, classes: tuple[str, ...], data_sha: str, dev: torch.device,
@@ -652,6 +667,8 @@ def train(cfg: TrainConfig) -> TrainResult:
     if cfg.ema is not None and not 0.0 < cfg.ema < 1.0:
         raise NinEdgeError(f"--ema {cfg.ema}: the decay must be between 0 and 1 (e.g. 0.998), exclusive")
     model_info(cfg.arch)  # unknown arch → listed choices
+    if cfg.split_seed == cfg.seed:  # the same split as without it: record (and resume) it the same way
+        cfg = replace(cfg, split_seed=None)
     rank, world, dev = _init_dist(cfg.device)
     try:
         return _train(cfg, rank, world, dev)
@@ -682,7 +699,7 @@ def _train(cfg: TrainConfig, rank: int, world: int, dev: torch.device) -> TrainR
     if len(classes) < 2:
         raise NinEdgeError(f"{cfg.data}: training needs at least 2 classes, found {list(classes)}")
     data_sha = data_fingerprint(cfg.data, full)
-    train_ds, val_ds = split_train_val(full, cfg.val_size, cfg.seed)
+    train_ds, val_ds = split_train_val(full, cfg.val_size, cfg.val_split_seed)
     # after the split, so the validation split (and every check of it against other runs) stays the same
     train_ds, hold_def = hold_out_images(train_ds, cfg.hold_out, size) if cfg.hold_out else (train_ds, None)
     test_ds = _fit_to(load_dataset(cfg.data, "test"), size) if cfg.eval_test else None

@@ -225,8 +225,10 @@ def test_trained_on_tells_which_bundled_subsets_weights_saw():
     refit = {**split, "val_size": 0}
     assert trained_on(split, "bundled:val") is None and trained_on(split, "bundled:eval") is None
     assert "train images outside the validation split" in trained_on(split, "bundled:calib")
-    assert "--val-size 0 --seed 0 and no --hold-out bundled:val" in trained_on(refit, "bundled:val")
-    assert "--val-size 5000 --seed 1 and no" in trained_on({**split, "seed": 1}, "bundled:val")
+    assert "--val-size 0 --split-seed 0 and no --hold-out bundled:val" in trained_on(refit, "bundled:val")
+    assert "--val-size 5000 --split-seed 1 and no" in trained_on({**split, "seed": 1}, "bundled:val")  # old record
+    assert "--val-size 5000 --split-seed 1 and no" in trained_on({**split, "split_seed": 1}, "bundled:val")
+    assert trained_on({**split, "seed": 1, "split_seed": VAL_SPLIT[1]}, "bundled:val") is None  # another --seed, same split
     assert trained_on({**refit, "hold_out": "bundled:val"}, "bundled:val") is None
     assert trained_on({**refit, "data_sha256": "0" * 64}, "bundled:val") is None  # trained on other data
     assert trained_on(refit, "/some/folder") is None and trained_on(None, "bundled:val") is None
@@ -247,7 +249,7 @@ def _refit_weights(tmp_path) -> Path:
 
 def test_max_drop_refuses_images_the_weights_trained_on(tmp_path):
     with pytest.raises(NinEdgeError, match=r"--max-drop-data bundled:val: the weights trained on these images "
-                                           r"\(the weights were trained with --val-size 0 --seed \d+ and no --hold-out"):
+                                           r"\(the weights were trained with --val-size 0 --split-seed \d+ and no --hold-out"):
         export_bundle(ExportOptions(weights=str(_refit_weights(tmp_path)), int8=True, max_drop=0.3,
                                     formats=("onnx",), out=str(tmp_path / "b"), progress=False))
     assert not (tmp_path / "b").exists()

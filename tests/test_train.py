@@ -436,6 +436,22 @@ def test_init_from_warm_starts_and_keeps_the_validation_split_held_out(tiny, tmp
         train(cfg(tiny, tmp_path / "c", seed=1, init_from=str(a / "best.pt")))
     with pytest.raises(NinEdgeError, match="validation split"):
         train(cfg(tiny, tmp_path / "c", val_size=9, init_from=str(a / "best.pt")))
+    # another --seed keeps the split with --split-seed: a second sample of the recipe on the same held-out images
+    from nin_edge.bnupdate import training_images
+
+    again = tmp_path / "seed1"
+    r1 = train(cfg(tiny, again, seed=1, split_seed=0, lr=0.05, init_from=str(a / "best.pt"),
+                   teachers=(str(a / "best.pt"),)))
+    same = train(cfg(tiny, tmp_path / "seed0", seed=0, split_seed=0, lr=0.05, init_from=str(a / "best.pt"),
+                     teachers=(str(a / "best.pt"),)))
+    ck1, ck0 = load_checkpoint(again / "last.pt"), load_checkpoint(tmp_path / "seed0" / "last.pt")
+    assert ck1["run"]["split_seed"] == 0 and ck0["run"]["split_seed"] is None  # = --seed: recorded as without it
+    seen1, _ = training_images(ck1, str(tiny), again / "last.pt")
+    seen0, _ = training_images(load_checkpoint(a / "best.pt"), str(tiny), a / "best.pt")
+    assert seen1.ids == seen0.ids and len(seen1) == len(seen0)  # the same images trained on, the same held out
+    assert r1.history[0]["train_loss"] != same.history[0]["train_loss"]  # but another order and augmentation
+    with pytest.raises(NinEdgeError, match="--split-seed 0, so it has seen .*--split-seed 1"):
+        train(cfg(tiny, tmp_path / "c", seed=0, split_seed=1, init_from=str(again / "last.pt")))
     # ... but a final refit on every train image (--val-size 0) chooses nothing, so it may start from it
     refit = train(cfg(tiny, tmp_path / "refit", val_size=0, init_from=str(a / "best.pt"),
                       teachers=(str(a / "best.pt"),)))

@@ -75,7 +75,10 @@ def train_cmd(
     hold_out: str = typer.Option(None, help="leave this source's images (matched by pixels) out of training, "
                                  "e.g. bundled:val — the held-out set INT8 choices are measured on — in a "
                                  "--val-size 0 refit"),
-    seed: int = typer.Option(0),
+    seed: int = typer.Option(0, help="seeds the initialisation, data order and augmentation (and the validation "
+                             "split unless --split-seed)"),
+    split_seed: int = typer.Option(None, help="seed of the validation split (default: --seed); keep it to train "
+                                   "another seed against the same held-out images, e.g. with teachers of that split"),
     max_minutes: float = typer.Option(None, min=0.0, help="stop after the epoch that passes this wall time (resume later)"),
     device: TrainDevice = typer.Option(TrainDevice.cpu, help="cpu, or cuda (nccl under torchrun)"),
     precision: TrainPrecision = typer.Option(TrainPrecision.auto, help="fp32, bf16 autocast, or auto: bf16 where "
@@ -107,7 +110,7 @@ def train_cmd(
                               weight_decay=weight_decay, label_smoothing=label_smoothing, warmup_frac=warmup_frac,
                               cutout=cutout, cutmix=cutmix, init_from=init_from, teachers=tuple(teacher or ()),
                               kd_alpha=kd_alpha, kd_temperature=kd_temperature, kd_flip=kd_flip, ema=ema,
-                              val_size=val_size, hold_out=hold_out, seed=seed, max_minutes=max_minutes,
+                              val_size=val_size, hold_out=hold_out, seed=seed, split_seed=split_seed, max_minutes=max_minutes,
                               device=device.value,
                               precision=precision.value, threads=threads, eval_test=eval_test, progress=progress,
                               resume=resume, force=force, command=_command_line(opts)))

@@ -255,10 +255,19 @@ def render(ck: dict, run_dir: Path, card_path: Path, weights: Path, evaluation: 
     hold = (ck.get("run") or {}).get("hold_out")
     refit = None if cfg.get("val_size") != 0 else (f"every train image but the {hold['removed']:,} of "
                                                    f"`--hold-out {hold['source']}`" if hold else "every train image")
-    how = (f"the last epoch of a run without validation (`--val-size 0`, trained on {refit}): chosen "
-           "before the run, never on test" if refit else
-           f"validation top-1 {_fmt_pct(measured.get('val_top1'))} (chosen on the validation split held out of "
-           "train, never on test)")
+    vals = [(h.get("val_top1"), h["epoch"]) for h in history if h.get("val_top1") is not None]
+    best_val = max(vals, key=lambda v: (v[0], -v[1])) if vals else None  # best.pt keeps the first of a tie
+    end_of_schedule = not refit and best_val is not None and epoch == epochs_planned and epoch != best_val[1]
+    if refit:
+        how = (f"the last epoch of a run without validation (`--val-size 0`, trained on {refit}): chosen "
+               "before the run, never on test")
+    elif end_of_schedule:  # e.g. last.pt shipped by a rule fixed before the run, whatever its validation
+        how = (f"the end of the schedule, validation top-1 {_fmt_pct(measured.get('val_top1'))} on the split held "
+               f"out of train; taken as the last epoch, not chosen by validation (the best validation epoch was "
+               f"{best_val[1]}, {_fmt_pct(best_val[0])}), never on test")
+    else:
+        how = (f"validation top-1 {_fmt_pct(measured.get('val_top1'))} (chosen on the validation split held out "
+               "of train, never on test)")
     lines.append(f"| Weights | `{weights.name}` ({size_mb:.1f} MB, sha256 `{_sha256(weights)[:16]}…`): "
                  f"epoch {epoch}, {how} |")
     if evaluation:
@@ -348,6 +357,8 @@ def render(ck: dict, run_dir: Path, card_path: Path, weights: Path, evaluation: 
         lines += ["## Per-epoch history", "",
                   ("No validation split in this run (`--val-size 0`): it chose nothing; the last epoch was fixed "
                    "before the run. " if refit else
+                   "Validation = train images held out of training (it chose best.pt; the card's weights are "
+                   "the last epoch). " if end_of_schedule else
                    "Validation = train images held out of training (chooses the checkpoint). ")
                   + "Test top-1 here is in the training precision.", "",
                   "| epoch | train loss | val top-1 | test top-1 | lr (end) | epoch s | img/s |",

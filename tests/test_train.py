@@ -348,6 +348,18 @@ def test_model_card_reports_full_test_split_and_per_class_accuracy(tiny, tmp_pat
     assert "torch threads 1), device cpu, 1 process(es)" in md  # the machine the run recorded
     assert f"epoch {meta['epoch']}" in md
 
+    assert "chosen on the validation split held out of train" in md
+
+    # the last epoch as the card's weights, when an earlier epoch had the best validation (a rule that ships the
+    # end of the schedule): the card must not claim validation chose them
+    ck = load_checkpoint(out / "last.pt")
+    ck["history"][0]["val_top1"] = max(h["val_top1"] for h in ck["history"]) + 1.0  # epoch 1 the best
+    torch.save(ck, out / "last.pt")  # the run record the card reads the history from
+    torch.save({k: v for k, v in ck.items() if k not in ("optimizer", "train_state_dict")}, out / "final.pt")
+    md_end = write_model_card(out, weights="final.pt", out=str(tmp_path / "end.md")).markdown
+    assert "epoch 2, the end of the schedule" in md_end and "not chosen by validation (the best validation epoch was 1" in md_end
+    assert "chosen on the validation split" not in md_end and "the card's weights are the last epoch" in md_end
+
     # refuses to overwrite; CLI errors exit 2 with one line
     from typer.testing import CliRunner
 

@@ -8,7 +8,7 @@ does after SWA), gives the statistics of exactly what is deployed. No weight cha
 
 The images are the run's own training images: the archive it trained on (checked by its sha256), less its
 validation split and its --hold-out images, so what was held out stays held out.
-Measured on the shipped nin-cifar (benchmarks/RESULTS.md (p)): `bundled:val` 88.5 → 88.6 %, test 89.82 → 89.64 %
+Measured on the fifth shipped nin-cifar (benchmarks/RESULTS.md (p)): `bundled:val` 88.5 → 88.6 %, test 89.82 → 89.64 %
 (both inside the noise; it was adopted by a rule fixed before measuring, on the held-out images).
 """
 from __future__ import annotations

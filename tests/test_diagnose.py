@@ -256,16 +256,16 @@ def test_max_drop_refuses_images_the_weights_trained_on(tmp_path):
 
 
 def test_diagnose_refuses_images_the_weights_trained_on(default_bundle, tmp_path):
-    from nin_edge.data import trained_on
+    from nin_edge.data import VAL_SPLIT, trained_on
 
     b = tmp_path / "refit-bundle"
     shutil.copytree(default_bundle.root, b)
     meta = json.loads((b / "bundle.json").read_text())
-    # the shipped weights: a --val-size 0 refit with bundled:val held out, which diagnose accepts
+    # the shipped weights: trained with the held-out split bundled:val is cut from, which diagnose accepts
     training = meta["weights"]["training"]
-    assert training["val_size"] == 0 and training["hold_out"] == "bundled:val"
+    assert (training["val_size"], training["split_seed"]) == VAL_SPLIT and training["hold_out"] is None
     assert trained_on(training, "bundled:val") is None
-    training["hold_out"] = None  # the same weights as if refitted on every train image
+    training["split_seed"] = VAL_SPLIT[1] + 1  # the same weights as if trained with another split held out
     (b / "bundle.json").write_text(json.dumps(meta))
     r = runner.invoke(app, ["diagnose", "--bundle", str(b)])
     assert r.exit_code == 2 and "--data bundled:val: the weights trained on these images" in r.output

@@ -92,12 +92,13 @@ class TrainConfig:
                     "val_size", "seed", "precision", "warmup_frac", "cutout", "cutmix", "init_sha256", "kd",
                     "hold_out", "ema", "split_seed")
     # run-defining options added later, with the value a checkpoint that lacks them was trained with
-    @property
-    def val_split_seed(self) -> int:
-        return self.seed if self.split_seed is None else self.split_seed
-
     RUN_DEFAULTS = {"cutout": 0, "cutmix": 0.0, "init_sha256": None, "kd": None, "hold_out": None, "ema": None,
                     "split_seed": None}
+
+    @property
+    def val_split_seed(self) -> int:
+        """The seed that picks the validation split (as split_seed_of does for a checkpoint's record)."""
+        return self.seed if self.split_seed is None else self.split_seed
 
 
 @dataclass

@@ -75,9 +75,9 @@ def reestimate_batchnorm(model, images_u8, batch: int = 500, seed: int = 0, on_b
 def training_images(ck: dict, data: str, where: Path):
     """The images the checkpoint's run trained on: `data` must be its training data (same sha256); its
     validation split and --hold-out images are removed as the run removed them. → Dataset."""
-    from .data import check_classes, load_dataset
+    from .data import check_classes, load_dataset, split_seed_of
     from .models import model_info
-    from .train import _fit_to, data_fingerprint, hold_out_images, split_seed_of, split_train_val
+    from .train import _fit_to, data_fingerprint, hold_out_images, split_train_val
 
     run = ck.get("run") or {}
     if str(data).startswith("bundled:"):

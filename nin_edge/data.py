@@ -57,12 +57,17 @@ class Dataset:
 VAL_SPLIT = (5000, 0)  # (--val-size, --split-seed) of the training runs' held-out split that bundled:val is drawn from
 
 
+def split_seed_of(run: dict) -> int:
+    """The seed of a run's validation split (its --split-seed, else its --seed), from a checkpoint's `run`."""
+    split = run.get("split_seed")
+    return int(run.get("seed", 0) if split is None else split)
+
+
 def training_record(meta: dict) -> dict:
     """What a checkpoint's metadata says about the train images it saw (kept in bundle.json's weights entry)."""
     run = meta.get("run") or {}
-    split = run.get("split_seed")  # as train.split_seed_of: --split-seed, else --seed, chose the held-out split
     return {"data_sha256": meta.get("data_sha256"), "val_size": run.get("val_size"),
-            "split_seed": run.get("seed") if split is None else split,
+            "split_seed": split_seed_of(run) if run else None,  # no run record (plain weights): nothing to tell
             "hold_out": (run.get("hold_out") or {}).get("source")}
 
 

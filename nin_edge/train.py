@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checkpoint import atomic_torch_save, load_checkpoint, load_model, make_checkpoint, run_history
-from .data import Dataset, load_dataset, sha256_file
+from .data import Dataset, load_dataset, sha256_file, split_seed_of
 from .errors import NinEdgeError
 from .models import create_model, model_info
 from .preprocess import fit, preprocess_tensor
@@ -97,7 +97,7 @@ class TrainConfig:
 
     @property
     def val_split_seed(self) -> int:
-        """The seed that picks the validation split (as split_seed_of does for a checkpoint's record)."""
+        """The seed that picks the validation split (as data.split_seed_of does for a checkpoint's record)."""
         return self.seed if self.split_seed is None else self.split_seed
 
 
@@ -371,12 +371,6 @@ class WeightAverage:
 
 
 # --------------------------------------------------------------------------- data
-def split_seed_of(run: dict) -> int:
-    """The seed of a run's validation split (its --split-seed, else its --seed), from a checkpoint's `run`."""
-    split = run.get("split_seed")
-    return int(run.get("seed", 0) if split is None else split)
-
-
 def split_train_val(ds: Dataset, val_size: int, seed: int) -> tuple[Dataset, Dataset | None]:
     """Stratified hold-out of `val_size` train images (fixed by seed) for choosing checkpoints."""
     if val_size <= 0:

@@ -72,9 +72,27 @@ def reestimate_batchnorm(model, images_u8, batch: int = 500, seed: int = 0, on_b
     return steps * batch
 
 
+def reestimate_with_progress(model, images_u8, batch: int, seed: int, progress: bool) -> int:
+    """`reestimate_batchnorm` with a transient rich progress bar (batches, ETA) when `progress`."""
+    if not progress:
+        return reestimate_batchnorm(model, images_u8, batch, seed)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("[bold]BatchNorm statistics"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("batches  ETA"), TimeRemainingColumn(), transient=True) as bar:
+        task = bar.add_task("bn", total=None)
+        return reestimate_batchnorm(model, images_u8, batch, seed, lambda i, n: bar.update(task, completed=i, total=n))
+
+
 def training_images(ck: dict, data: str, where: Path):
     """The images the checkpoint's run trained on: `data` must be its training data (same sha256); its
-    validation split and --hold-out images are removed as the run removed them. → Dataset."""
+    validation split and --hold-out images are removed as the run removed them. → (Dataset, data sha256)."""
+    train_ds, _, sha = run_split(ck, data, where)
+    return train_ds, sha
+
+
+def run_split(ck: dict, data: str, where: Path):
+    """`training_images`, plus the run's validation split (None without one). → (train, val, data sha256)."""
     from .data import check_classes, load_dataset, split_seed_of
     from .models import model_info
     from .train import _fit_to, data_fingerprint, hold_out_images, split_train_val
@@ -90,14 +108,14 @@ def training_images(ck: dict, data: str, where: Path):
         raise NinEdgeError(f"--data {data}: not the data {where.name} was trained on (sha256 {sha[:12]}…, the run's "
                            f"{str(ck.get('data_sha256'))[:12]}…); the statistics are re-estimated on the run's own "
                            "training images")
-    train_ds, _ = split_train_val(full, int(run.get("val_size", 0)), split_seed_of(run))
+    train_ds, val_ds = split_train_val(full, int(run.get("val_size", 0)), split_seed_of(run))
     hold = run.get("hold_out")
     if hold:
         train_ds, rec = hold_out_images(train_ds, hold["source"], model_info(ck["arch"]).input_size)
         if rec["images_sha256"] != hold["images_sha256"]:
             raise NinEdgeError(f"{hold['source']}: its images are not the ones {where.name}'s run held out "
                                "(different pixels); re-estimating on them would use held-out images")
-    return train_ds, sha
+    return train_ds, val_ds, sha
 
 
 def update_bn(weights: str | os.PathLike, data: str, out: str | os.PathLike, batch: int = 500, seed: int = 0,
@@ -126,20 +144,7 @@ def update_bn(weights: str | os.PathLike, data: str, out: str | os.PathLike, bat
         raise NinEdgeError(f"{wpath}: arch '{ck['arch']}' has no BatchNorm layers, so there is nothing to re-estimate")
     ds, data_sha = training_images(ck, data, wpath)
 
-    bar = None
-    if progress:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        bar = Progress(TextColumn("[bold]BatchNorm statistics"), BarColumn(), MofNCompleteColumn(),
-                       TextColumn("batches  ETA"), TimeRemainingColumn(), transient=True)
-        bar.start()
-        task = bar.add_task("bn", total=None)
-    try:
-        used = reestimate_batchnorm(model, torch.from_numpy(ds.images), batch, seed,
-                                    (lambda i, n: bar.update(task, completed=i, total=n)) if bar else None)
-    finally:
-        if bar is not None:
-            bar.stop()
+    used = reestimate_with_progress(model, torch.from_numpy(ds.images), batch, seed, progress)
     hold = (ck["run"].get("hold_out") or {}).get("source")
     trained = (ck.get("bn_update") or {}).get("from") or ck  # updated again: the training figures stay the run's
     record = {"data": str(data), "data_sha256": data_sha, "images": used, "batch": min(batch, len(ds)),

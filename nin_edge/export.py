@@ -257,7 +257,7 @@ def _weights_info(meta: dict) -> dict:
     from .data import training_record
 
     p = Path(meta["weights"])
-    keep = ("epoch", "val_top1", "test_top1", "seed", "data_sha256", "note", "code_version", "bn_update")
+    keep = ("epoch", "val_top1", "test_top1", "seed", "data_sha256", "note", "code_version", "bn_update", "average")
     return {"path": p.name, "sha256": sha256_of(p), **{k: meta[k] for k in keep if k in meta},
             **({"training": training_record(meta)} if meta.get("run") else {})}
 

@@ -166,6 +166,36 @@ def _warm_start_lines(init: dict, stage1: dict | None, data: str | None,
     return lines, secs, init.get("epochs_total")
 
 
+def _average_lines(avg: dict) -> list[str]:
+    """The Weight average section: each run averaged, its validation as given, and the average's."""
+    n = avg.get("val_images") or 0
+    lines = ["## Weight average", "",
+             f"The weights are the uniform mean of {len(avg['ingredients'])} runs' weights (`nin-edge average`, "
+             f"{avg['seconds']:.0f} s); validation top-1 in fp32 on the same {n:,} held-out train images:", "",
+             "| run | sha256 | seed | epochs | wall time | validation top-1 |", "|---|---|---:|---:|---:|---:|"]
+    wall = 0.0
+    for i in avg["ingredients"]:
+        secs = i.get("elapsed_s")
+        wall = wall + secs if (wall is not None and secs is not None) else None
+        lines.append(f"| `{i['path']}` | `{str(i['sha256'])[:16]}…` | {i.get('seed')} | {i.get('epochs')} | "
+                     f"{_fmt_minutes(secs) if secs is not None else 'not recorded'} | {_fmt_pct(i.get('val_top1'))} |")
+    lines.append(f"| **the average** | | | | {_fmt_minutes(wall) + ' in all' if wall else ''} | "
+                 f"**{_fmt_pct(avg.get('val_top1'))}** |")
+    bn = avg.get("bn_update")
+    lines += [""]
+    if bn:
+        left = ([f"the {bn['val_size']:,}-image validation split"] if bn["val_size"] else []) + \
+            ([f"the `{bn['hold_out']}` hold-out"] if bn["hold_out"] else [])
+        lines += [f"BatchNorm statistics re-estimated after averaging on {bn['images']:,} of the runs' training images "
+                  "as they are (no augmentation" + (f"; {' and '.join(left)} left out" if left else "")
+                  + f"), batches of {bn['batch']}, seed {bn['seed']}.", ""]
+    lines += ["```", avg.get("command") or "(started from Python: no command line recorded)", "```", ""]
+    for k, i in enumerate(avg["ingredients"], 1):
+        if i.get("command"):
+            lines += [f"Run {k} (`{i['path']}`):", "", "```", i["command"], "```", ""]
+    return lines
+
+
 def _distillation_lines(kd: dict, teachers: list[tuple[str | None, str, dict | None]], data: str | None,
                         refit: str | None = None) -> list[str]:
     """The card's section on --teacher: what the student was matched to, and each teacher's own record."""
@@ -215,6 +245,7 @@ def render(ck: dict, run_dir: Path, card_path: Path, weights: Path, evaluation: 
     epoch = ck.get("epoch")
     bn = ck.get("bn_update")
     measured = bn["from"] if bn else ck  # the run's own accuracies were of the statistics before update-bn
+    avg = ck.get("average")  # `nin-edge average`: the weights are the mean of several runs' (first run's record)
 
     if "elapsed_s" in last:
         wall = f"{_fmt_minutes(float(last['elapsed_s']))} (wall clock of the training process, evaluation included)"
@@ -258,7 +289,13 @@ def render(ck: dict, run_dir: Path, card_path: Path, weights: Path, evaluation: 
     vals = [(h.get("val_top1"), h["epoch"]) for h in history if h.get("val_top1") is not None]
     best_val = max(vals, key=lambda v: (v[0], -v[1])) if vals else None  # best.pt keeps the first of a tie
     end_of_schedule = not refit and best_val is not None and epoch == epochs_planned and epoch != best_val[1]
-    if refit:
+    if avg:
+        seeds = ", ".join(str(i["seed"]) for i in avg["ingredients"])
+        how = (f"uniform average of {len(avg['ingredients'])} runs' weights (seeds {seeds}; see Weight average), "
+               f"validation top-1 {_fmt_pct(avg['val_top1'])} (fp32, measured after averaging on the split held out "
+               "of train), never chosen on test")
+        epoch = f"{epoch} of each run"
+    elif refit:
         how = (f"the last epoch of a run without validation (`--val-size 0`, trained on {refit}): chosen "
                "before the run, never on test")
     elif end_of_schedule:  # e.g. last.pt shipped by a rule fixed before the run, whatever its validation
@@ -273,9 +310,17 @@ def render(ck: dict, run_dir: Path, card_path: Path, weights: Path, evaluation: 
     if evaluation:
         lines.append(f"| **Top-1, full test split** | **{evaluation.top1:.2f}%** on {evaluation.images:,} images "
                      f"(fp32, measured for this card) |")
-    lines.append(f"| Test top-1 during training | {_fmt_pct(measured.get('test_top1'))} at epoch {epoch} "
-                 f"(in the training precision, {cfg.get('precision', '?')}"
-                 + (", before the BatchNorm statistics were re-estimated" if bn else "") + ") |")
+    if avg:
+        first = avg["ingredients"][0]
+        lines.append(f"| Weight average | {len(avg['ingredients'])} runs on the same data and validation split, every "
+                     "weight averaged uniformly, BatchNorm statistics re-estimated on "
+                     f"{(avg.get('bn_update') or {}).get('images', 0):,} training images; the rows Epochs, Wall time, "
+                     f"Machine, Seed and the sections Command, Configuration and history below describe the first "
+                     f"run, `{first['path']}` |")
+    else:
+        lines.append(f"| Test top-1 during training | {_fmt_pct(measured.get('test_top1'))} at epoch {epoch} "
+                     f"(in the training precision, {cfg.get('precision', '?')}"
+                     + (", before the BatchNorm statistics were re-estimated" if bn else "") + ") |")
     if bn:
         lines.append(f"| BatchNorm statistics | re-estimated after training on {bn['images']:,} of the run's "
                      "training images as they are (`nin-edge update-bn`, see below) |")
@@ -324,6 +369,8 @@ def render(ck: dict, run_dir: Path, card_path: Path, weights: Path, evaluation: 
                   f"{bn['seconds']:.0f} s:", "", "```",
                   bn.get("command") or "(started from Python: no command line recorded)", "```", ""]
 
+    if avg:
+        lines += _average_lines(avg)
     lines += warm
     if cfg.get("kd"):
         lines += _distillation_lines(cfg["kd"], teachers or [(None, sha, None) for sha in cfg["kd"]["teachers_sha256"]],
@@ -355,7 +402,9 @@ def render(ck: dict, run_dir: Path, card_path: Path, weights: Path, evaluation: 
 
     if history:
         lines += ["## Per-epoch history", "",
-                  ("No validation split in this run (`--val-size 0`): it chose nothing; the last epoch was fixed "
+                  (f"The first averaged run, `{avg['ingredients'][0]['path']}`; its validation figures are of its "
+                   "own weights, in its training precision. " if avg else
+                   "No validation split in this run (`--val-size 0`): it chose nothing; the last epoch was fixed "
                    "before the run. " if refit else
                    "Validation = train images held out of training (it chose best.pt; the card's weights are "
                    "the last epoch). " if end_of_schedule else

@@ -166,6 +166,12 @@ def _warm_start_lines(init: dict, stage1: dict | None, data: str | None,
     return lines, secs, init.get("epochs_total")
 
 
+def _left_out(bn: dict) -> list[str]:
+    """What a BatchNorm re-estimation record says was kept out of its images."""
+    return ([f"the {bn['val_size']:,}-image validation split"] if bn["val_size"] else []) + \
+        ([f"the `{bn['hold_out']}` hold-out"] if bn["hold_out"] else [])
+
+
 def _average_lines(avg: dict) -> list[str]:
     """The Weight average section: each run averaged, its validation as given, and the average's."""
     n = avg.get("val_images") or 0
@@ -184,8 +190,7 @@ def _average_lines(avg: dict) -> list[str]:
     bn = avg.get("bn_update")
     lines += [""]
     if bn:
-        left = ([f"the {bn['val_size']:,}-image validation split"] if bn["val_size"] else []) + \
-            ([f"the `{bn['hold_out']}` hold-out"] if bn["hold_out"] else [])
+        left = _left_out(bn)
         lines += [f"BatchNorm statistics re-estimated after averaging on {bn['images']:,} of the runs' training images "
                   "as they are (no augmentation" + (f"; {' and '.join(left)} left out" if left else "")
                   + f"), batches of {bn['batch']}, seed {bn['seed']}.", ""]
@@ -313,8 +318,9 @@ def render(ck: dict, run_dir: Path, card_path: Path, weights: Path, evaluation: 
     if avg:
         first = avg["ingredients"][0]
         lines.append(f"| Weight average | {len(avg['ingredients'])} runs on the same data and validation split, every "
-                     "weight averaged uniformly, BatchNorm statistics re-estimated on "
-                     f"{(avg.get('bn_update') or {}).get('images', 0):,} training images; the rows Epochs, Wall time, "
+                     "weight averaged uniformly"
+                     + (f", BatchNorm statistics re-estimated on {avg['bn_update']['images']:,} training images"
+                        if avg.get("bn_update") else "") + "; the rows Epochs, Wall time, "
                      f"Machine, Seed and the sections Command, Configuration and history below describe the first "
                      f"run, `{first['path']}` |")
     else:
@@ -358,8 +364,7 @@ def render(ck: dict, run_dir: Path, card_path: Path, weights: Path, evaluation: 
     lines += ["", "## Command", "", f"{command_note}:", "", "```", command, "```", ""]
     if bn:
         src = bn["from"]
-        left = ([f"the {bn['val_size']:,}-image validation split"] if bn["val_size"] else []) + \
-            ([f"the `{bn['hold_out']}` hold-out"] if bn["hold_out"] else [])
+        left = _left_out(bn)
         lines += ["## BatchNorm statistics re-estimated", "",
                   f"After training, the BatchNorm running statistics of `{src['path']}` (sha256 "
                   f"`{str(src['sha256'])[:16]}…`) were replaced by their average over {bn['images']:,} of the run's "

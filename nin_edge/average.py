@@ -72,7 +72,7 @@ def average_checkpoints(weights: list[str | os.PathLike], data: str, out: str | 
     import torch
 
     from .bnupdate import batchnorm_layers, reestimate_with_progress, run_split
-    from .checkpoint import atomic_torch_save, load_checkpoint, load_model
+    from .checkpoint import atomic_torch_save, load_checkpoint
     from .data import sha256_file, split_seed_of
     from .models import create_model
     from .train import evaluate
@@ -107,18 +107,27 @@ def average_checkpoints(weights: list[str | os.PathLike], data: str, out: str | 
 
     train_ds, val_ds, data_sha = run_split(cks[0], data, paths[0])
     cpu = torch.device("cpu")
+
+    def model_of(state_dict, where):  # the checkpoints are already read and checked alike: no second load from disk
+        m = create_model(cks[0]["arch"], num_classes=len(cks[0]["classes"]))
+        try:
+            m.load_state_dict(state_dict, strict=True)
+        except RuntimeError as e:
+            raise NinEdgeError(f"{where}: weights do not fit arch '{cks[0]['arch']}' "
+                               f"({str(e).splitlines()[-1].strip()[:160]})") from None
+        return m.eval()
+
     ingredients = []
     for p, ck, sha in zip(paths, cks, shas):
         history = ck.get("history") or []
-        val = evaluate(load_model(p)[0], val_ds, cpu)[0] if val_ds is not None else None
+        m = model_of(ck["state_dict"], p)  # also checks the weights fit before they are averaged
+        val = evaluate(m, val_ds, cpu)[0] if val_ds is not None else None
         ingredients.append({"path": str(p), "sha256": sha, "seed": ck.get("seed"), "epoch": ck.get("epoch"),
                             "epochs": len(history), "val_top1": val, "run_val_top1": ck.get("val_top1"),
                             "elapsed_s": (history[-1].get("elapsed_s") if history else None),
                             "command": ck.get("command")})
 
-    model = create_model(cks[0]["arch"], num_classes=len(cks[0]["classes"]))
-    model.load_state_dict(mean_state_dict([ck["state_dict"] for ck in cks]), strict=True)
-    model.eval()
+    model = model_of(mean_state_dict([ck["state_dict"] for ck in cks]), opath)
     bn_images = 0
     if batchnorm_layers(model):
         bn_images = reestimate_with_progress(model, torch.from_numpy(train_ds.images), batch, seed, progress)

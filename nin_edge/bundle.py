@@ -77,6 +77,11 @@ class Bundle:
         return Preprocess.from_dict(self.meta["preprocess"])
 
     @property
+    def tta(self) -> str:
+        """Test-time augmentation every artifact has in its graph (nin_edge/tta.py); bundles before it: none."""
+        return (self.meta.get("tta") or {}).get("name", "none")
+
+    @property
     def artifacts(self) -> dict[str, dict]:
         return self.meta.get("artifacts", {})
 
@@ -88,7 +93,9 @@ class Bundle:
         rel, cmd = LAYOUT[key]
         p = self.root / rel
         if not p.exists():
-            raise NinEdgeError(f"{p}: the bundle has no {backend} {precision} artifact (make it with: {cmd} --out {self.root} --force)")
+            tta = f" --tta {self.tta}" if self.tta != "none" else ""
+            raise NinEdgeError(f"{p}: the bundle has no {backend} {precision} artifact (make it with: {cmd}{tta} "
+                               f"--out {self.root} --force)")
         return p
 
     def verify(self) -> list[str]:

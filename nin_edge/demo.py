@@ -751,7 +751,8 @@ class _Loop:
         self.classes = bundle.classes
         self.spec = bundle.preprocess
         self.stats = _Stats()
-        self.label = f"{opts.target.value} {precision} ({device})"
+        tta = f" + {bundle.tta} TTA" if bundle.tta != "none" else ""  # export --tta: inside the artifact
+        self.label = f"{opts.target.value} {precision} ({device}){tta}"
         self.capture_thread_started = False
 
     def classify(self, rgb: np.ndarray) -> tuple[np.ndarray, list[int], float]:

@@ -69,6 +69,7 @@ class ExportOptions:
     max_drop_data: str = "bundled:val"  # held-out images the --max-drop choice is measured on (never calibration)
     threads: int | None = None        # ORT/OpenVINO threads for the checks (None: the libraries' default)
     ort_cpu: str = "any"              # the CPUs model.int8.onnx is for (OrtCpu): its weights' bits
+    tta: str = "none"                 # test-time augmentation baked into model.onnx (nin_edge/tta.py): none|flip
 
     def validate(self) -> tuple[Format, ...]:
         if self.max_drop is not None:
@@ -88,6 +89,9 @@ class ExportOptions:
             OrtCpu(self.ort_cpu)
         except ValueError:
             raise NinEdgeError(f"--ort-cpu {self.ort_cpu!r}: choose one of {', '.join(m.value for m in OrtCpu)}") from None
+        from .tta import parse_tta
+
+        parse_tta(self.tta)
         fmts = []
         names = self.formats.split(",") if isinstance(self.formats, str) else self.formats
         for f in names:
@@ -268,6 +272,7 @@ def export_bundle(opts: ExportOptions) -> ExportResult:
     from .checkpoint import load_model, make_checkpoint
     from .data import check_classes, load_dataset
     from .preprocess import Preprocess, preprocess
+    from .tta import PASSES, parse_tta, with_tta
 
     t_start = time.perf_counter()
     formats = opts.validate()
@@ -282,6 +287,8 @@ def export_bundle(opts: ExportOptions) -> ExportResult:
         require_tensorrt()
 
     model, meta = load_model(opts.weights)
+    tta = parse_tta(opts.tta)
+    graph = with_tta(model, tta)  # what every artifact computes: the network, or its mirror average
     classes = tuple(meta["classes"])
     pp = Preprocess.from_dict(meta["preprocess"])
     from .models import model_info
@@ -315,12 +322,13 @@ def export_bundle(opts: ExportOptions) -> ExportResult:
         work = Path(work)
         onnx_path = w.path(_path("onnxruntime", "fp32"))
 
-        with st.stage("export", f"torch → ONNX opset {opts.opset} (BatchNorm folded, dynamic batch)"):
-            folded = fold_batchnorm(model)
+        with st.stage("export", f"torch → ONNX opset {opts.opset} (BatchNorm folded, dynamic batch"
+                      + (", flip TTA in the graph)" if tta.value != "none" else ")")):
+            folded = fold_batchnorm(graph)
             onnx_info = export_onnx(folded, onnx_path, pp.size, opts.opset)
 
         with st.stage("parity", f"ONNX Runtime vs PyTorch on {len(ev)} images of {opts.eval_data}"):
-            ref = torch_logits(model, x_eval)
+            ref = torch_logits(graph, x_eval)
             fp32 = ort_logits(onnx_path, x_eval, opts.threads)
             dmax = float(np.abs(fp32 - ref).max())
             same = _agree(fp32, ref)
@@ -445,7 +453,10 @@ def export_bundle(opts: ExportOptions) -> ExportResult:
             "input": {"name": INPUT_NAME, "size": pp.size, "shape": ["batch", 3, pp.size, pp.size],
                       "layout": "NCHW", "dtype": "float32"},
             "output": {"name": OUTPUT_NAME, "shape": ["batch", len(classes)], "dtype": "float32",
-                       "meaning": "logits (apply softmax for probabilities)"},
+                       "meaning": "logits (apply softmax for probabilities)" if tta.value == "none" else
+                       "log of the mean softmax over the image and its mirror (softmax or exp gives the "
+                       "probabilities)"},
+            "tta": {"name": tta.value, "forward_passes_per_image": PASSES[tta]},
             "preprocess": pp.to_dict(),
             "opset": opts.opset,
             "onnx": onnx_info,

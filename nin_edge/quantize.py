@@ -16,12 +16,14 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import re
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
 from .calibration import CalibrationSet
 from .errors import NinEdgeError
+from .tta import FLOAT_SCOPE, float_nodes
 
 
 class CalibMethod(str, Enum):
@@ -175,18 +177,20 @@ def quantize_onnx(fp32: Path, out: Path, form: QdqForm, ranges: Path, method: Ca
     if unknown:
         raise NinEdgeError(f"keep-float node '{unknown[0]}' is not a node of {fp32.name}")
     excluded = float_region(model, keep_float)
+    tail = [n for n in float_nodes(model) if n not in excluded]  # a TTA graph's averaging (nin_edge/tta.py)
     extra = {"ActivationSymmetric": form.activation_symmetric, "WeightSymmetric": True, **dict(form.extra)}
     with _quiet():
         quantize_static(str(fp32), str(out), calibration_data_reader=None, quant_format=QuantFormat.QDQ,
                         op_types_to_quantize=list(form.op_types) or None, per_channel=form.per_channel,
                         reduce_range=form.reduce_range, activation_type=QuantType[form.activation_type],
-                        weight_type=QuantType[form.weight_type], nodes_to_exclude=excluded,
+                        weight_type=QuantType[form.weight_type], nodes_to_exclude=excluded + tail,
                         calibrate_method=_ort_method(method), extra_options=extra,
                         calibration_cache_path=str(ranges))
-    if excluded:
-        _drop_qdq_into(out, set(excluded))
+    if excluded or tail:
+        _drop_qdq_into(out, set(excluded + tail))
     return {**form.describe(), "keep_float": list(keep_float),
-            **({"nodes_excluded": excluded} if len(excluded) > len(keep_float) else {})}
+            **({"nodes_excluded": excluded} if len(excluded) > len(keep_float) else {}),
+            **({"tta_nodes_in_float": len(tail)} if tail else {})}
 
 
 def float_region(model, keep_float: tuple[str, ...]) -> list[str]:
@@ -232,8 +236,10 @@ def _drop_qdq_into(path: Path, excluded: set[str]) -> None:
     graph_out = {o.name for o in m.graph.output}
     drop = []
     for dq in m.graph.node:
+        if dq.op_type != "DequantizeLinear":  # checked first: a Constant node has no input
+            continue
         q = producers.get(dq.input[0])
-        if dq.op_type != "DequantizeLinear" or q is None or q.op_type != "QuantizeLinear" or q.input[0] in inits:
+        if q is None or q.op_type != "QuantizeLinear" or q.input[0] in inits:
             continue
         users = consumers.get(dq.output[0], [])
         if (users and all(u.name in excluded for u in users) and dq.output[0] not in graph_out
@@ -263,16 +269,22 @@ def quantize_openvino(ir, cs: CalibrationSet, method: CalibMethod | str, keep_fl
     if method == CalibMethod.minmax:
         adv = AdvancedQuantizationParameters(activations_range_estimator_params=RangeEstimatorParametersSet.MINMAX)
     ignored = None
+    names = []
     if keep_float:  # ONNX node names → the converted model's weighted op names (issue 9)
         from .diagnose import openvino_names
 
-        ignored = nncf.IgnoredScope(names=openvino_names(ir, keep_float))
+        names = openvino_names(ir, keep_float)
+    # a TTA graph's averaging stays float (nin_edge/tta.py); OpenVINO keeps the ONNX node names as friendly names
+    tail = [op.get_friendly_name() for op in ir.get_ops() if op.get_friendly_name().startswith(FLOAT_SCOPE)]
+    if names or tail:
+        ignored = nncf.IgnoredScope(names=names, patterns=[f"^{re.escape(FLOAT_SCOPE)}"] if tail else [])
     with _quiet():
         q = nncf.quantize(ir, cs.nncf_dataset(), preset=nncf.QuantizationPreset.PERFORMANCE,
                           subset_size=cs.num_batches, ignored_scope=ignored, advanced_parameters=adv)
     return q, {"tool": "nncf.quantize", "preset": "performance (symmetric int8)",
                "activation_ranges": "min-max" if method == CalibMethod.minmax else "NNCF default estimators",
-               "fast_bias_correction": True, "images": len(cs), "keep_float": list(keep_float)}
+               "fast_bias_correction": True, "images": len(cs), "keep_float": list(keep_float),
+               **({"tta_nodes_in_float": len(tail)} if tail else {})}
 
 
 def trt_form_violations(path: Path) -> list[str]:

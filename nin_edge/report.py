@@ -6,7 +6,8 @@ JSON schema "nin-edge-bench/1" (`to_json_dict`; every key always present, null w
     created       ISO-8601 UTC time of the run
     environment   envinfo.environment(): versions{pkg: version}, cpu{model, arch, threads, isa{flag: bool}},
                   gpus[...], python, os
-    bundle        {path, sha256 (of bundle.json, which holds every artifact's sha256), arch, classes, input_size}
+    bundle        {path, sha256 (of bundle.json, which holds every artifact's sha256), arch, classes, input_size,
+                   tta ("none" | "flip": mirror averaging inside every artifact, two forward passes per image)}
     data          {source, split, images}
     settings      {timed ("inference"|"end-to-end"), timed_description, warmup, iters, seconds, rounds,
                    batches, threads_requested, affinity [cpu ids], gc_paused_while_timing, clock, eval_batch,
@@ -47,6 +48,13 @@ ROW_KEYS = ("label", "runner", "precision", "device", "status", "reason", "threa
             "artifact_bytes", "executed", "accuracy", "latency", "load_s", "peak_rss_mb", "rss_added_mb")
 LATENCY_KEYS = ("batch", "iters", "warmup", "median_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "cv", "min_ms",
                 "images_per_s", "round_medians_ms", "noisy", "samples_ms")
+
+
+def _tta_note(report: BenchReport) -> str:
+    from .tta import PASSES, Tta
+
+    tta = report.bundle.get("tta", "none")
+    return "" if tta == "none" else f" with {tta} TTA ({PASSES[Tta(tta)]} forward passes per image)"
 
 
 def to_json_dict(report: BenchReport, verdicts=(), samples: bool = True) -> dict:
@@ -121,8 +129,8 @@ def print_report(report: BenchReport, verdicts=(), console=None) -> None:
     if console is None and not con.is_terminal:
         con = Console(width=150)  # logs/pipes: one line per row instead of wrapping at 80 columns
     ref = report.reference
-    t = Table(box=box.SIMPLE_HEAD, title=f"nin-edge bench: {report.bundle['arch']}, {report.data['source']} ({report.data['images']} "
-                    f"images), timed {report.settings['timed']}")
+    t = Table(box=box.SIMPLE_HEAD, title=f"nin-edge bench: {report.bundle['arch']}{_tta_note(report)}, "
+                    f"{report.data['source']} ({report.data['images']} images), timed {report.settings['timed']}")
     for _, head in SCREEN_COLUMNS:
         t.add_column(head, overflow="fold", no_wrap=(head == "target"))
     footnotes = []
@@ -169,7 +177,8 @@ def to_markdown(report: BenchReport, verdicts=(), plots: tuple[str, ...] = ()) -
              f"- machine: {cpu.get('model')} ({cpu.get('arch')}, {cpu.get('threads')} threads; ISA: "
              + ", ".join(k for k, v in cpu.get("isa", {}).items() if v) + f"); GPUs: {', '.join(env.get('gpus') or []) or 'none'}",
              "- versions: " + ", ".join(f"{k} {v}" for k, v in env.get("versions", {}).items()),
-             f"- bundle: `{report.bundle['path']}` ({report.bundle['arch']}, bundle.json sha256 {report.bundle['sha256'][:16]}…)",
+             f"- bundle: `{report.bundle['path']}` ({report.bundle['arch']}{_tta_note(report)}, bundle.json sha256 "
+             f"{report.bundle['sha256'][:16]}…)",
              f"- data: {report.data['source']} split {report.data['split']}, {report.data['images']} images",
              f"- timed: {report.settings['timed']} — {report.settings['timed_description']}",
              f"- loop: warm-up {report.settings['warmup']} discarded, {report.settings['rounds']} rounds, "

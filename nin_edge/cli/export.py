@@ -11,6 +11,11 @@ class OrtCpuChoice(str, Enum):
     vnni = "vnni"
 
 
+class TtaChoice(str, Enum):
+    none = "none"
+    flip = "flip"
+
+
 class MethodChoice(str, Enum):
     minmax = "minmax"
     entropy = "entropy"
@@ -38,6 +43,9 @@ def export_cmd(
     ort_cpu: OrtCpuChoice = typer.Option(OrtCpuChoice.any, help="CPUs model.int8.onnx is for: any (7-bit "
                                          "weights, exact on every x86 and ARM CPU) or vnni (8-bit weights; x86 CPUs "
                                          "without VNNI saturate int16 sums and lose accuracy)"),
+    tta: TtaChoice = typer.Option(TtaChoice.none, help="test-time augmentation inside every artifact: flip = "
+                                  "average the softmax over the image and its mirror (+0.36 top-1 on the CIFAR-10 "
+                                  "test set for the shipped weights, at 2 forward passes per image)"),
     quiet: bool = typer.Option(False, "--quiet", help="no per-stage progress"),
 ) -> None:
     """Export weights to a verified deployment bundle: ONNX (+INT8 Q/DQ), OpenVINO IR, TensorRT script."""
@@ -48,8 +56,11 @@ def export_cmd(
             weights=weights, out=out, int8=int8, calib=calib, method=method.value,
             formats=tuple(f for f in formats.split(",") if f.strip()), opset=opset, force=force,
             progress=not quiet, eval_data=eval_data, max_drop=max_drop, max_drop_data=max_drop_data,
-            ort_cpu=ort_cpu.value))
+            ort_cpu=ort_cpu.value, tta=tta.value))
         ev = r.bundle.meta["evaluation"]
+        if r.bundle.tta != "none":
+            typer.echo(f"test-time augmentation: {r.bundle.tta} (inside every artifact; "
+                       f"{r.bundle.meta['tta']['forward_passes_per_image']} forward passes per image)")
         typer.echo(f"bundle written: {r.bundle.root} in {r.seconds:.1f} s "
                    f"(top-1 on {ev['images']} images of {ev['data']}; agreement = same top-1 as fp32 ONNX)")
         for rel, info in r.bundle.artifacts.items():

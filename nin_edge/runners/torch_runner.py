@@ -10,6 +10,7 @@ import torch
 
 from ..checkpoint import load_model
 from ..errors import BackendUnavailable, NinEdgeError
+from ..tta import with_tta
 from .base import Runner, default_threads
 
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -35,6 +36,7 @@ class TorchRunner(Runner):
         model, meta = load_model(path)
         if list(meta["classes"]) != self.bundle.classes:
             raise NinEdgeError(f"{path}: classes {meta['classes']} differ from bundle.json's {self.bundle.classes}")
+        model = with_tta(model, self.bundle.tta)  # the exported graphs have it inside; model.pt is the bare network
         self._dtype = _DTYPES[self.precision]
         self._dev = torch.device(self.device)
         self._prev_threads = None

@@ -44,8 +44,9 @@ def export_cmd(
                                          "weights, exact on every x86 and ARM CPU) or vnni (8-bit weights; x86 CPUs "
                                          "without VNNI saturate int16 sums and lose accuracy)"),
     tta: TtaChoice = typer.Option(TtaChoice.none, help="test-time augmentation inside every artifact: flip = "
-                                  "average the softmax over the image and its mirror (+0.36 top-1 on the CIFAR-10 "
-                                  "test set for the shipped weights, at 2 forward passes per image)"),
+                                  "softmax averaged over the image and its mirror, ~2x the latency (shipped "
+                                  "weights: +0.36 top-1 on the test set, -0.08 on their validation split; "
+                                  "benchmarks/RESULTS.md)"),
     quiet: bool = typer.Option(False, "--quiet", help="no per-stage progress"),
 ) -> None:
     """Export weights to a verified deployment bundle: ONNX (+INT8 Q/DQ), OpenVINO IR, TensorRT script."""

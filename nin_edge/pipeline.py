@@ -29,7 +29,7 @@ STAGES = ("weights", "bundle", "bench", "verdict")
 CACHE_FILE = "pipeline-cache.json"
 # Source files whose code decides what the bundle contains: a change in any of them invalidates the cache.
 _EXPORT_CODE = ("export.py", "quantize.py", "calibration.py", "bundle.py", "preprocess.py", "models.py",
-                "build/openvino.py", "build/tensorrt.py", "diagnose.py")
+                "build/openvino.py", "build/tensorrt.py", "diagnose.py", "tta.py")
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,7 @@ class PipelineOptions:
     specs: tuple[str, ...] = ()           # target spec names/paths; () = shipped specs runnable here
     calib: str = "default"
     method: str | None = None             # calibration method; None = export's default
+    tta: str = "none"                     # export --tta: test-time augmentation inside every artifact
     data: str = "bundled:eval"            # evaluation data for the bench
     out: str = "nin-edge-out"
     fresh: bool = False
@@ -213,7 +214,7 @@ def run_pipeline(opts: PipelineOptions) -> PipelineResult:
     with _stage("bundle", times, say):
         bundle_dir = out / "bundle"
         eo = ExportOptions(weights=str(weights), out=str(bundle_dir), int8=True, calib=opts.calib,
-                           formats=export_formats(), force=True, progress=opts.progress,
+                           formats=export_formats(), force=True, progress=opts.progress, tta=opts.tta,
                            **({"method": opts.method} if opts.method else {}))
         key = bundle_key(weights, eo, opts.calib)
         bundle = None if opts.fresh else _cached_bundle(out, bundle_dir, key)

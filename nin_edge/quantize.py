@@ -23,7 +23,6 @@ from pathlib import Path
 
 from .calibration import CalibrationSet
 from .errors import NinEdgeError
-from .tta import FLOAT_SCOPE, float_nodes
 
 
 class CalibMethod(str, Enum):
@@ -176,6 +175,8 @@ def quantize_onnx(fp32: Path, out: Path, form: QdqForm, ranges: Path, method: Ca
     unknown = [n for n in keep_float if n not in names]
     if unknown:
         raise NinEdgeError(f"keep-float node '{unknown[0]}' is not a node of {fp32.name}")
+    from .tta import float_nodes
+
     excluded = float_region(model, keep_float)
     tail = [n for n in float_nodes(model) if n not in excluded]  # a TTA graph's averaging (nin_edge/tta.py)
     extra = {"ActivationSymmetric": form.activation_symmetric, "WeightSymmetric": True, **dict(form.extra)}
@@ -275,6 +276,8 @@ def quantize_openvino(ir, cs: CalibrationSet, method: CalibMethod | str, keep_fl
 
         names = openvino_names(ir, keep_float)
     # a TTA graph's averaging stays float (nin_edge/tta.py); OpenVINO keeps the ONNX node names as friendly names
+    from .tta import FLOAT_SCOPE
+
     tail = [op.get_friendly_name() for op in ir.get_ops() if op.get_friendly_name().startswith(FLOAT_SCOPE)]
     if names or tail:
         ignored = nncf.IgnoredScope(names=names, patterns=[f"^{re.escape(FLOAT_SCOPE)}"] if tail else [])

@@ -131,3 +131,13 @@ def test_cli_export_tta(tmp_path):
     r = CliRunner().invoke(app, ["export", "--out", str(tmp_path / "c"), "--tta", "mirror"])
     assert r.exit_code == 2 and "mirror" in r.output and "Traceback" not in r.output
     assert not (tmp_path / "c").exists()
+
+
+def test_pipeline_rebuilds_its_cached_bundle_when_the_tta_changes():
+    from nin_edge.checkpoint import shipped_weights
+    from nin_edge.pipeline import _EXPORT_CODE, bundle_key
+
+    w = shipped_weights()
+    keys = {t: bundle_key(w, ExportOptions(out="x", int8=True, tta=t), "default") for t in ("none", "flip")}
+    assert keys["none"] != keys["flip"]
+    assert "tta.py" in _EXPORT_CODE  # an edit of the averaging invalidates cached bundles too

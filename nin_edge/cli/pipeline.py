@@ -6,6 +6,7 @@ import typer
 
 from . import app
 from ._common import guard, parse_csv_ints
+from .export import TtaChoice
 
 
 @app.command("pipeline")
@@ -19,6 +20,8 @@ def pipeline_cmd(
     spec: Optional[List[str]] = typer.Option(None, "--spec", help="targets/X.toml or a shipped target name (repeatable; "
                                              "default: every shipped spec this machine can judge)"),
     calib: str = typer.Option("default", help="calibration spec name/path, or a folder of your images"),
+    tta: TtaChoice = typer.Option(TtaChoice.none, help="as export --tta: flip = every artifact averages each "
+                                  "image with its mirror (~2x the latency)"),
     data: str = typer.Option("bundled:eval", help="evaluation data for the bench"),
     out: str = typer.Option("nin-edge-out", help="output directory (bundle/, report/, summary.json)"),
     fresh: bool = typer.Option(False, "--fresh", help="rebuild the bundle even if its inputs are unchanged"),
@@ -43,7 +46,7 @@ def pipeline_cmd(
         elif train_data:
             raise NinEdgeError("--train-data is only used with --train")
         res = run_pipeline(PipelineOptions(weights=weights, train=cfg, specs=tuple(spec or ()), calib=calib, data=data,
-                                           out=out, fresh=fresh, batches=tuple(parse_csv_ints(batch, "--batch")),
+                                           tta=tta.value, out=out, fresh=fresh, batches=tuple(parse_csv_ints(batch, "--batch")),
                                            seconds=seconds, threads=threads, progress=not quiet))
         print_report(res.report, res.verdicts)
         stages = "  ".join(f"{k} {v:.1f}s" for k, v in res.stage_seconds.items())

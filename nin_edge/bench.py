@@ -610,7 +610,8 @@ def run_bench(opts: BenchOptions) -> BenchReport:
     return BenchReport(
         schema=SCHEMA, created=datetime.now(timezone.utc).isoformat(timespec="seconds"), environment=environment(),
         bundle={"path": str(bundle.root), "sha256": _bundle_sha(bundle), "arch": bundle.arch,
-                "classes": bundle.classes, "input_size": bundle.input_size, "tta": bundle.tta},
+                "classes": bundle.classes, "input_size": bundle.input_size, "tta": bundle.tta,
+                "forward_passes_per_image": bundle.forward_passes},
         data={"source": ds.source, "split": opts.split, "images": int(len(ds))},
         settings=settings, reference=ref[0] if ref else None, rows=tuple(rows), auto=tuple(auto), notes=tuple(notes))
 

@@ -82,6 +82,11 @@ class Bundle:
         return (self.meta.get("tta") or {}).get("name", "none")
 
     @property
+    def forward_passes(self) -> int:
+        """Forward passes of the network per input image (2 with flip TTA): what latency and MACs scale with."""
+        return int((self.meta.get("tta") or {}).get("forward_passes_per_image", 1))
+
+    @property
     def artifacts(self) -> dict[str, dict]:
         return self.meta.get("artifacts", {})
 

@@ -7,7 +7,8 @@ JSON schema "nin-edge-bench/1" (`to_json_dict`; every key always present, null w
     environment   envinfo.environment(): versions{pkg: version}, cpu{model, arch, threads, isa{flag: bool}},
                   gpus[...], python, os
     bundle        {path, sha256 (of bundle.json, which holds every artifact's sha256), arch, classes, input_size,
-                   tta ("none" | "flip": mirror averaging inside every artifact, two forward passes per image)}
+                   tta ("none" | "flip": mirror averaging inside every artifact), forward_passes_per_image
+                   (of the network; 2 with flip: every latency row includes both)}
     data          {source, split, images}
     settings      {timed ("inference"|"end-to-end"), timed_description, warmup, iters, seconds, rounds,
                    batches, threads_requested, affinity [cpu ids], gc_paused_while_timing, clock, eval_batch,
@@ -51,10 +52,9 @@ LATENCY_KEYS = ("batch", "iters", "warmup", "median_ms", "p90_ms", "p99_ms", "me
 
 
 def _tta_note(report: BenchReport) -> str:
-    from .tta import PASSES, Tta
-
-    tta = report.bundle.get("tta", "none")
-    return "" if tta == "none" else f" with {tta} TTA ({PASSES[Tta(tta)]} forward passes per image)"
+    b = report.bundle
+    return "" if b.get("tta", "none") == "none" else \
+        f" with {b['tta']} TTA ({b['forward_passes_per_image']} forward passes per image)"
 
 
 def to_json_dict(report: BenchReport, verdicts=(), samples: bool = True) -> dict:

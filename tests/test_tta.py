@@ -66,9 +66,16 @@ def images():
     return preprocess(ds.images[:64])
 
 
+def test_a_plain_bundle_records_no_tta(default_bundle):
+    b = default_bundle
+    assert b.meta["tta"] == {"name": "none", "forward_passes_per_image": 1}
+    assert (b.tta, b.forward_passes) == ("none", 1) and b.meta["output"]["meaning"].startswith("logits")
+
+
 def test_bundle_records_the_tta(flip_bundle):
     b = flip_bundle
     assert b.tta == "flip" and b.meta["tta"] == {"name": "flip", "forward_passes_per_image": 2}
+    assert b.forward_passes == 2
     assert "mirror" in b.meta["output"]["meaning"]
     # the graph holds the mirror: a Slice with step −1 on the width axis feeding a Concat on the batch axis
     import onnx
@@ -119,7 +126,8 @@ def test_bench_reports_the_tta(flip_bundle):
 
     rep = run_bench(BenchOptions(bundle=str(flip_bundle.root), targets=("onnxruntime",), precision="int8",
                                  iters=10, warmup=2, rounds=2))
-    assert to_json_dict(rep)["bundle"]["tta"] == "flip"
+    b = to_json_dict(rep)["bundle"]
+    assert (b["tta"], b["forward_passes_per_image"]) == ("flip", 2)
     assert "with flip TTA (2 forward passes per image)" in to_markdown(rep)
 
 

@@ -61,7 +61,7 @@ def export_cmd(
         ev = r.bundle.meta["evaluation"]
         if r.bundle.tta != "none":
             typer.echo(f"test-time augmentation: {r.bundle.tta} (inside every artifact; "
-                       f"{r.bundle.meta['tta']['forward_passes_per_image']} forward passes per image)")
+                       f"{r.bundle.forward_passes} forward passes per image)")
         typer.echo(f"bundle written: {r.bundle.root} in {r.seconds:.1f} s "
                    f"(top-1 on {ev['images']} images of {ev['data']}; agreement = same top-1 as fp32 ONNX)")
         for rel, info in r.bundle.artifacts.items():

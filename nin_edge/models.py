@@ -160,6 +160,27 @@ def nin_imagenet(num_classes: int = 1000) -> nn.Module:
     return NIN(f)
 
 
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """An inference copy of `model` (eval mode): each BatchNorm2d that directly follows a Conv2d in an
+    nn.Sequential is folded into that conv (scale into its weights, shift into its bias) and replaced by
+    nn.Identity — the function export's constant folding gives the ONNX graph, in PyTorch. Used for frozen
+    distillation teachers (nin_edge.train.Teacher), which then skip one pass over every activation per layer."""
+    import copy
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    folded = copy.deepcopy(model).eval()
+    for seq in folded.modules():
+        if not isinstance(seq, nn.Sequential):
+            continue
+        names = list(seq._modules)
+        for a, b in zip(names, names[1:]):
+            conv, bn = seq._modules[a], seq._modules[b]
+            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and bn.track_running_stats:
+                seq._modules[a] = fuse_conv_bn_eval(conv, bn)
+                seq._modules[b] = nn.Identity()
+    return folded
+
+
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 

@@ -261,3 +261,25 @@ def test_why_the_tables_x2_and_55_are_alexnet_leftovers():
     unpadded = nn.Conv2d(3, 96, 11, stride=4)
     assert tuple(unpadded(torch.zeros(1, 3, 224, 224)).shape[2:]) == (54, 54)
     assert tuple(unpadded(torch.zeros(1, 3, 227, 227)).shape[2:]) == (55, 55)
+
+
+@pytest.mark.parametrize("name", ["nin-bn", "nin-cifar", "nin-cifar-wide"])
+def test_fold_batchnorm_keeps_the_function_and_leaves_the_model_alone(name):
+    from nin_edge.models import fold_batchnorm
+
+    torch.manual_seed(0)
+    model = create_model(name)
+    for m in model.modules():  # statistics far from the defaults, so a fold that skipped them would show
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.3, 3.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.3, 0.3)
+    model.train()
+    folded = fold_batchnorm(model)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    assert model.training and any(isinstance(m, nn.BatchNorm2d) for m in model.modules())  # a copy
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        want, got = model.eval()(x), folded(x)
+    assert torch.allclose(got, want, rtol=1e-4, atol=1e-4 * float(want.abs().max()))

@@ -4,6 +4,7 @@ Every run uses one torch thread: the dev machine has 2 cores and tests must not 
 """
 from __future__ import annotations
 
+import copy
 import json
 import math
 import shutil
@@ -586,8 +587,6 @@ def test_distillation_loss_is_alpha_kl_at_temperature_plus_the_label_loss():
     got = train_step(student, opt, x, y, None, 0.1, teacher=Teacher(teachers, alpha, t))
     assert torch.allclose(got, want, atol=1e-6) and not torch.allclose(got, F.cross_entropy(s, y, label_smoothing=0.1))
     # a student that already matches its teacher has nothing to learn from it: only the label share is left
-    import copy
-
     clone = Teacher([copy.deepcopy(student)], 0.5, t)
     assert torch.allclose(train_step(student, opt, x, y, None, 0.1, teacher=clone),
                           0.5 * F.cross_entropy(s, y, label_smoothing=0.1), atol=1e-6)
@@ -608,6 +607,35 @@ def test_flip_teacher_averages_each_teacher_over_the_batch_and_its_mirror():
     assert torch.allclose(flip.targets(x.flip(3), None), flip.targets(x, None), atol=1e-6)
     plain = Teacher(teachers, 0.9, t)
     assert not torch.allclose(plain.targets(x.flip(3), None), plain.targets(x, None), atol=1e-3)
+
+
+def test_teacher_runs_folded_and_in_bf16_with_the_targets_of_the_plain_teachers():
+    """The teachers run with BatchNorm folded (and bf16 weights under bf16): the targets must stay those of
+    the checkpoints as trained — fp32 to rounding, bf16 to what autocast itself gives."""
+    from nin_edge.checkpoint import load_model
+    from nin_edge.train import Teacher
+
+    torch.manual_seed(0)
+    shipped, _ = load_model()  # real BatchNorm statistics
+    other = copy.deepcopy(shipped)
+    for m in other.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.add_(0.1)
+    x = torch.randn(16, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    t = 4.0
+    teacher = Teacher([shipped, other], 0.9, t, flip=True)
+    with torch.no_grad():
+        views = (x, x.flip(3))
+        want = torch.stack([F.softmax(m(v) / t, 1) for m in (shipped, other) for v in views]).mean(0)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = [m(v).float() for m in (shipped, other) for v in views]
+        want_bf16 = torch.stack([F.softmax(z / t, 1) for z in logits]).mean(0)
+    assert torch.allclose(teacher.targets(x, None), want, atol=1e-5)
+    got_bf16 = teacher.targets(x, torch.bfloat16)
+    assert got_bf16.dtype == torch.float32 and torch.allclose(got_bf16.sum(1), torch.ones(16), atol=1e-5)
+    autocast_err = float((want_bf16 - want).abs().max())  # what bf16 costs the old way
+    assert 0 < float((got_bf16 - want).abs().max()) <= 2 * autocast_err + 1e-3
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in shipped.modules())  # the checkpoints' models untouched
 
 
 def test_distillation_trains_is_recorded_and_refuses_bad_teachers(tiny, tmp_path):

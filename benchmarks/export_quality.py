@@ -30,7 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from nin_edge.calibration import build_calibration_set  # noqa: E402
 from nin_edge.checkpoint import load_model  # noqa: E402
 from nin_edge.data import load_dataset  # noqa: E402
-from nin_edge.export import ExportOptions, export_bundle, export_onnx, fold_batchnorm, ort_logits  # noqa: E402
+from nin_edge.export import ExportOptions, export_bundle, export_onnx, ort_logits  # noqa: E402
+from nin_edge.models import fold_batchnorm  # noqa: E402
 from nin_edge.preprocess import Preprocess, preprocess  # noqa: E402
 from nin_edge.quantize import FORMS, QdqForm, calibrate_onnx, quantize_onnx  # noqa: E402
 from nin_edge.train import split_train_val  # noqa: E402

@@ -9,7 +9,6 @@ when complete, so a failed check, an exception or Ctrl-C leaves no partial bundl
 from __future__ import annotations
 
 import contextlib
-import copy
 import datetime as _dt
 import tempfile
 import time
@@ -162,33 +161,6 @@ class _Stages:
 
 
 # --------------------------------------------------------------------------- torch → ONNX
-def fold_batchnorm(model):
-    """A copy of `model` (eval mode) with every Conv2d→BatchNorm2d pair in a Sequential folded into the conv."""
-    from torch import nn
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
-
-    m = copy.deepcopy(model).eval()
-    for seq in [mod for mod in m.modules() if isinstance(mod, nn.Sequential)]:
-        mods = list(seq)
-        out, i = [], 0
-        while i < len(mods):
-            if i + 1 < len(mods) and isinstance(mods[i], nn.Conv2d) and isinstance(mods[i + 1], nn.BatchNorm2d):
-                out.append(fuse_conv_bn_eval(mods[i], mods[i + 1]))
-                i += 2
-            else:
-                out.append(mods[i])
-                i += 1
-        if len(out) != len(mods):
-            for k in list(seq._modules):
-                del seq._modules[k]
-            for k, mod in enumerate(out):
-                seq.add_module(str(k), mod)
-    left = [n for n, mod in m.named_modules() if isinstance(mod, nn.modules.batchnorm._BatchNorm)]
-    if left:
-        raise NinEdgeError(f"BatchNorm '{left[0]}' does not follow a Conv2d in a Sequential; cannot fold it")
-    return m
-
-
 def export_onnx(model, path: Path, size: int, opset: int) -> dict:
     """torch → ONNX with the TorchScript exporter (`dynamo=False`): it writes the requested opset directly and
     one self-contained file. (torch 2.13's default dynamo exporter builds opset 18 and converts down, and
@@ -270,6 +242,7 @@ def _weights_info(meta: dict) -> dict:
 def export_bundle(opts: ExportOptions) -> ExportResult:
     from . import envinfo
     from .checkpoint import load_model, make_checkpoint
+    from .models import fold_batchnorm
     from .data import check_classes, load_dataset
     from .preprocess import Preprocess, preprocess
     from .tta import PASSES, parse_tta, with_tta

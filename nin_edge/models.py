@@ -5,11 +5,13 @@ the last mlpconv's class maps replaces the fully-connected classifier (Lin, Chen
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from .errors import NinEdgeError
 
@@ -161,24 +163,29 @@ def nin_imagenet(num_classes: int = 1000) -> nn.Module:
 
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:
-    """An inference copy of `model` (eval mode): each BatchNorm2d that directly follows a Conv2d in an
-    nn.Sequential is folded into that conv (scale into its weights, shift into its bias) and replaced by
-    nn.Identity — the function export's constant folding gives the ONNX graph, in PyTorch. Used for frozen
-    distillation teachers (nin_edge.train.Teacher), which then skip one pass over every activation per layer."""
-    import copy
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
-
-    folded = copy.deepcopy(model).eval()
-    for seq in folded.modules():
-        if not isinstance(seq, nn.Sequential):
-            continue
-        names = list(seq._modules)
-        for a, b in zip(names, names[1:]):
-            conv, bn = seq._modules[a], seq._modules[b]
-            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and bn.track_running_stats:
-                seq._modules[a] = fuse_conv_bn_eval(conv, bn)
-                seq._modules[b] = nn.Identity()
-    return folded
+    """A copy of `model` (eval mode) with every Conv2d→BatchNorm2d pair in a Sequential folded into the conv
+    (scale into its weights, shift into its bias): the same function with one pass fewer per layer. Used by
+    export before ONNX, and for frozen distillation teachers (nin_edge.train.Teacher)."""
+    m = copy.deepcopy(model).eval()
+    for seq in [mod for mod in m.modules() if isinstance(mod, nn.Sequential)]:
+        mods = list(seq)
+        out, i = [], 0
+        while i < len(mods):
+            if i + 1 < len(mods) and isinstance(mods[i], nn.Conv2d) and isinstance(mods[i + 1], nn.BatchNorm2d):
+                out.append(fuse_conv_bn_eval(mods[i], mods[i + 1]))
+                i += 2
+            else:
+                out.append(mods[i])
+                i += 1
+        if len(out) != len(mods):
+            for k in list(seq._modules):
+                del seq._modules[k]
+            for k, mod in enumerate(out):
+                seq.add_module(str(k), mod)
+    left = [n for n, mod in m.named_modules() if isinstance(mod, nn.modules.batchnorm._BatchNorm)]
+    if left:
+        raise NinEdgeError(f"BatchNorm '{left[0]}' does not follow a Conv2d in a Sequential; cannot fold it")
+    return m
 
 
 def count_params(model: nn.Module) -> int:

@@ -11,7 +11,8 @@ from onnx import numpy_helper
 from nin_edge.calibration import build_calibration_set
 from nin_edge.checkpoint import load_model
 from nin_edge.errors import NinEdgeError
-from nin_edge.export import export_onnx, fold_batchnorm, ort_logits
+from nin_edge.export import export_onnx, ort_logits
+from nin_edge.models import fold_batchnorm
 from nin_edge.preprocess import Preprocess
 from nin_edge.quantize import FORMS, calibrate_onnx, quantize_onnx, trt_form_violations
 
